@@ -1,0 +1,1 @@
+"""plw.analysis."""
