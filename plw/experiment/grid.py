@@ -1,0 +1,137 @@
+"""Grid expansion: the spec's factors → one `Run` per cell, with a stable run ID.
+
+The run ID is a hash of the run's canonical config (model, dataset, PLW, regulariser, seed, the
+training overrides and the evaluation settings), so it does not depend on the order of the grid,
+on YAML spelling (`1e-2` vs `0.01`) or on where the store lives. Changing anything that changes
+results gives a new ID; `plw sweep run` then trains that cell again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from plw import P_EXPONENT
+from plw.errors import PLWError
+from plw.experiment.spec import DatasetSpec, RegularizerSpec, SweepSpec
+
+RUN_ID_LENGTH = 12
+
+
+@dataclass(frozen=True)
+class Run:
+    """One cell of the sweep."""
+
+    run_id: str
+    config_hash: str
+    model: str
+    dataset: DatasetSpec
+    plw: float
+    regularizer: RegularizerSpec
+    seed: int
+    train_overrides: dict[str, Any]  # spec.train merged with the regulariser's overrides
+    eval: dict[str, Any]
+    config: dict[str, Any] = field(repr=False)  # the canonical config that was hashed
+
+    @property
+    def wp(self) -> float:
+        return self.plw ** P_EXPONENT if self.plw > 0 else 0.0
+
+    def train_config(self, data_source: str, output_dir: str) -> dict[str, Any]:
+        """The dict given to `TrainConfig.model_validate` for this run."""
+        cfg = dict(self.train_overrides)
+        if self.dataset.template is not None:
+            cfg["template"] = self.dataset.template
+        cfg.update(model=self.model, data=data_source, prompt_loss_weight=self.plw, seed=self.seed,
+                   output_dir=output_dir)
+        return cfg
+
+
+def canonical_json(obj: Any) -> str:
+    """Deterministic JSON: sorted keys, no whitespace, floats by repr (0.01 == 1e-2)."""
+    return json.dumps(_normalise(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def _normalise(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _normalise(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_normalise(v) for v in obj]
+    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
+        return obj
+    if isinstance(obj, int):
+        return obj
+    if isinstance(obj, float):
+        if not math.isfinite(obj):
+            return repr(obj)
+        return int(obj) if obj.is_integer() and abs(obj) < 2**53 else obj
+    return str(obj)
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(config).encode()).hexdigest()
+
+
+def expand(spec: SweepSpec) -> list[Run]:
+    """All cells: models × datasets × regularisers × PLW levels × seeds (regulariser PLW filters apply)."""
+    eval_cfg = spec.eval.model_dump(mode="json")
+    runs: list[Run] = []
+    for model in spec.models:
+        for dataset in spec.datasets:
+            for reg in spec.regularizers:
+                levels = spec.plw if reg.plw is None else reg.plw
+                for plw in levels:
+                    for seed in spec.seeds:
+                        overrides = {**spec.train, **reg.train}
+                        config = {
+                            "model": model,
+                            "dataset": dataset.model_dump(mode="json"),
+                            "plw": float(plw),
+                            "regularizer": {"name": reg.name, "train": reg.train},
+                            "seed": int(seed),
+                            "train": spec.train,
+                            "eval": eval_cfg,
+                        }
+                        h = config_hash(config)
+                        runs.append(Run(run_id=h[:RUN_ID_LENGTH], config_hash=h, model=model,
+                                        dataset=dataset, plw=float(plw), regularizer=reg,
+                                        seed=int(seed), train_overrides=overrides, eval=eval_cfg,
+                                        config=config))
+    ids = [r.run_id for r in runs]
+    if len(set(ids)) != len(ids):  # identical cells, e.g. a regulariser with no overrides twice
+        dup = next(r for r in runs if ids.count(r.run_id) > 1)
+        raise PLWError(f"two grid cells have the same config (regularizer {dup.regularizer.name!r}, "
+                       f"dataset {dup.dataset.name!r}, PLW {dup.plw:g})", field="regularizers")
+    return runs
+
+
+def validate_train_overrides(spec: SweepSpec, *, file: str, lines: dict[tuple, int]) -> None:
+    """Check `train:` and each regulariser's overrides against `plw.train.TrainConfig` (when present)."""
+    try:
+        from plw.train.config import TrainConfig
+    except ImportError:
+        return  # plw.train not installed yet: the runner validates each run before training
+    from pydantic import ValidationError
+
+    from plw.experiment.spec import validation_error
+
+    base = {"model": spec.models[0], "data": spec.datasets[0].source, "prompt_loss_weight": 0.0,
+            "seed": spec.seeds[0]}
+    checks = [(("train",), spec.train)] + [
+        (("regularizers", i, "train"), {**spec.train, **r.train}) for i, r in enumerate(spec.regularizers)]
+    for prefix, overrides in checks:
+        try:
+            TrainConfig.model_validate({**base, **overrides})
+        except ValidationError as err:
+            loc = err.errors()[0]["loc"]
+            # An error in a global override reported inside a regulariser names the global key.
+            if prefix[0] == "regularizers" and loc and loc[0] not in prefix_keys(spec, prefix):
+                prefix = ("train",)
+            raise validation_error(err, file=file, lines=lines, prefix=prefix) from None
+
+
+def prefix_keys(spec: SweepSpec, prefix: tuple) -> set:
+    return set(spec.regularizers[prefix[1]].train)

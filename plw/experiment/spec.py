@@ -1,0 +1,264 @@
+"""The sweep spec: a pydantic-validated YAML file describing a factorial PLW experiment.
+
+    name: my-sweep
+    plw: [0, 0.01, 0.1, 1]            # default: the paper's ten levels
+    models: [builtin:tiny]
+    datasets:
+      - builtin:short?n=200
+      - invert(data/alpaca.json, target_ratio=0.042)
+      - {name: AlpacaData, source: data/alpaca.json}
+    regularizers:                      # default: [none]
+      - none
+      - {name: label_smoothing, plw: [0, 1], train: {label_smoothing: 0.1}}
+    seeds: [42]
+    train: {num_epochs: 1, max_length: 256}   # TrainConfig overrides for every run
+    eval: {suite: builtin}
+    backend: local                     # or ray
+
+Every error names the file, line and key (`error: spec.yaml:7: datasets[1]: ...`).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from plw import PAPER_PLW_LEVELS
+from plw.errors import PLWError
+from plw.experiment.yamlpos import format_loc, line_of, load_yaml_with_lines
+
+_INVERT = re.compile(r"^\s*invert\(\s*(?P<src>.+?)\s*(?:,\s*target_ratio\s*=\s*(?P<r>[^)\s]+)\s*)?\)\s*$")
+PLWLevel = Annotated[float, Field(ge=0.0, le=1.0)]
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetSpec(_Strict):
+    """One dataset factor level. `invert` applies prompt inversion (paper App. A / D)."""
+
+    name: str
+    source: str
+    invert: bool = False
+    target_ratio: float | None = Field(default=None, gt=0)
+    format: str = "auto"
+    template: str | None = None  # overrides train.template for this dataset (e.g. chat data)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = {"source": value}
+        if not isinstance(value, dict):
+            return value
+        value = dict(value)
+        source = value.get("source")
+        if isinstance(source, str):
+            m = _INVERT.match(source)
+            if m:
+                if value.get("invert") is False:
+                    raise ValueError("source says invert(...) but invert is false")
+                value["source"], value["invert"] = m["src"], True
+                if m["r"] is not None:
+                    try:
+                        value.setdefault("target_ratio", float(m["r"]))
+                    except ValueError:
+                        raise ValueError(f"target_ratio must be a number, got {m['r']!r}") from None
+            elif source.lstrip().startswith("invert("):
+                raise ValueError("expected invert(DATASET) or invert(DATASET, target_ratio=R)")
+            value.setdefault("name", _display_name(value))
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> "DatasetSpec":
+        if self.target_ratio is not None and not self.invert:
+            raise ValueError("target_ratio needs invert: true")
+        if not self.source.strip():
+            raise ValueError("source is empty")
+        return self
+
+
+def _display_name(value: dict) -> str:
+    if not value.get("invert"):
+        return value["source"]
+    r = value.get("target_ratio")
+    return f"invert({value['source']})" if r is None else f"invert({value['source']}, target_ratio={float(r):g})"
+
+
+class RegularizerSpec(_Strict):
+    """An alternative regulariser (paper §6.1): TrainConfig overrides, optionally at chosen PLWs."""
+
+    name: str
+    train: dict[str, Any] = Field(default_factory=dict)
+    plw: list[PLWLevel] | None = None  # the paper ran the alternatives at PLW 0 and 1 only
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if value != "none":
+                raise ValueError(f"a bare regularizer must be 'none', got {value!r}; "
+                                 "use {name: ..., train: {...}}")
+            return {"name": "none"}
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError("use letters, digits, '.', '_' or '-'")
+        return v
+
+    @field_validator("plw")
+    @classmethod
+    def _levels(cls, v):
+        return None if v is None else _check_levels(v)
+
+
+class JudgeSpec(_Strict):
+    """AlpacaEval-1-style pairwise judge: any OpenAI-compatible endpoint (e.g. a local vLLM)."""
+
+    model: str
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    reference_dir: str | None = None  # default: ../shared/data/alpaca_eval when present
+    limit: int | None = Field(default=None, gt=0)
+
+
+class EvalSpec(_Strict):
+    suite: str | list[str] = "builtin"  # "paper", "offline", "builtin" or task names
+    limit: int | None = Field(default=None, gt=0)
+    batch_size: int = Field(default=8, gt=0)
+    generation_prompts: int = Field(default=32, ge=0)  # prompts for the generation-length metric
+    memorization_prompts: int = Field(default=64, ge=0)  # training prompts for memorisation BLEU
+    max_new_tokens: int = Field(default=64, gt=0)
+    judge: JudgeSpec | None = None
+    options: dict[str, Any] = Field(default_factory=dict)  # extra keyword arguments to evaluate()
+
+
+class RaySpec(_Strict):
+    address: str | None = None  # None: start a local instance; "auto": join a running cluster
+    num_cpus_per_run: float = Field(default=1, gt=0)
+    num_gpus_per_run: float = Field(default=0, ge=0)
+    max_concurrent: int | None = Field(default=None, gt=0)
+
+
+class EstimateSpec(_Strict):
+    """Throughput used by `plw sweep plan` before any run has finished (tokens per second)."""
+
+    tokens_per_second: float | None = Field(default=None, gt=0)
+
+
+class SweepSpec(_Strict):
+    name: str
+    output_dir: str | None = None  # default runs/<name>, relative to the current directory
+    plw: list[PLWLevel] = Field(default_factory=lambda: list(PAPER_PLW_LEVELS))
+    models: list[str] = Field(default_factory=lambda: ["builtin:tiny"], min_length=1)
+    datasets: list[DatasetSpec] = Field(min_length=1)
+    regularizers: list[RegularizerSpec] = Field(default_factory=lambda: [RegularizerSpec(name="none")],
+                                                min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [42], min_length=1)
+    train: dict[str, Any] = Field(default_factory=dict)
+    eval: EvalSpec = Field(default_factory=EvalSpec)
+    backend: Literal["local", "ray"] = "local"
+    ray: RaySpec = Field(default_factory=RaySpec)
+    estimate: EstimateSpec = Field(default_factory=EstimateSpec)
+    analysis: bool = True  # run plw.analysis at the end of `plw sweep run`
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError("use letters, digits, '.', '_' or '-' (it names the output folder)")
+        return v
+
+    @field_validator("plw")
+    @classmethod
+    def _levels(cls, v):
+        return _check_levels(v)
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v):
+        if len(set(v)) != len(v):
+            raise ValueError("duplicate seeds")
+        return v
+
+    @field_validator("train")
+    @classmethod
+    def _train(cls, v: dict) -> dict:
+        # These are set per cell by the sweep; overriding them globally would silently collapse a factor.
+        for key in ("model", "data", "prompt_loss_weight", "seed", "output_dir"):
+            if key in v:
+                raise ValueError(f"'{key}' is set per run by the sweep; use the sweep's own key instead")
+        return v
+
+    @model_validator(mode="after")
+    def _unique(self) -> "SweepSpec":
+        for what, names in (("datasets", [d.name for d in self.datasets]),
+                            ("regularizers", [r.name for r in self.regularizers]),
+                            ("models", list(self.models))):
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup:
+                raise ValueError(f"{what}: duplicate name(s) {', '.join(dup)}")
+        return self
+
+    def store_dir(self, cwd: Path | None = None) -> Path:
+        """The results store: `output_dir` or `runs/<name>`, relative paths against the cwd."""
+        base = Path(self.output_dir) if self.output_dir else Path("runs") / self.name
+        return base if base.is_absolute() else (cwd or Path.cwd()) / base
+
+
+def _check_levels(v: list[float]) -> list[float]:
+    if not v:
+        raise ValueError("at least one PLW level is needed")
+    for x in v:
+        if not 0.0 <= float(x) <= 1.0:
+            raise ValueError(f"PLW {x} is outside [0, 1]")
+    if len(set(map(float, v))) != len(v):
+        raise ValueError("duplicate PLW levels")
+    return [float(x) for x in v]
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    """Read and validate a sweep spec; any problem raises a one-line `PLWError` naming file:line: key."""
+    path = Path(path)
+    data, lines = load_yaml_with_lines(path)
+    if not isinstance(data, dict):
+        raise PLWError("a sweep spec must be a YAML mapping", file=str(path), line=1)
+    data.setdefault("name", path.stem)
+    try:
+        spec = SweepSpec.model_validate(data)
+    except ValidationError as err:
+        raise validation_error(err, file=str(path), lines=lines) from None
+    from plw.experiment.grid import validate_train_overrides
+
+    validate_train_overrides(spec, file=str(path), lines=lines)
+    return spec
+
+
+def validation_error(err: ValidationError, *, file: str, lines: dict[tuple, int],
+                     prefix: tuple = ()) -> PLWError:
+    """The first pydantic error as a PLWError naming the YAML key and its line."""
+    first = err.errors()[0]
+    # Drop pydantic's union/branch tags (e.g. 'str', 'list[str]', 'function-before[...]').
+    loc = tuple(p for p in first["loc"] if isinstance(p, int) or not _is_tag(p, lines, prefix))
+    loc = prefix + loc
+    msg = first["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif first["type"] == "missing":
+        msg = "required key is missing"
+    return PLWError(msg, file=file, line=line_of(lines, loc), field=format_loc(loc) or None)
+
+
+def _is_tag(part: str, lines: dict, prefix: tuple) -> bool:
+    return ("[" in part or part in {"str", "list", "dict", "int", "float", "none"}) and not any(
+        part in k for k in lines)

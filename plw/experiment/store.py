@@ -1,0 +1,212 @@
+"""The results store: per-run result files, and the tidy table rebuilt from them.
+
+    <store>/
+      spec.yaml                  the validated sweep spec (as last run)
+      results.parquet            the tidy table (one row per run × benchmark metric)
+      results.sqlite             the same table, table name `results`
+      runs/<run_id>/config.yaml  the run's canonical config and resolved TrainConfig
+      runs/<run_id>/train/       the trainer's output directory
+      runs/<run_id>/result.json  written last and atomically: its presence means "finished"
+
+Exactly-once: a run's rows exist only in its own `result.json`, which appears atomically (temp
+file + rename) after the run finished. The table files are rebuilt from all `result.json` files
+and replaced atomically, so `kill -9` at any moment leaves either the old or the new table, and
+a rerun can never add a run twice. `result.json` files are the source of truth.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Iterator
+
+from plw.errors import PLWError
+from plw.io import atomic_path, write_json_atomic
+
+# The results-table contract (read by plw.analysis): column → dtype.
+COLUMNS: dict[str, str] = {
+    "run_id": "str", "config_hash": "str", "model": "str", "dataset": "str", "ratio": "float",
+    "plw": "float", "wp": "float", "regularizer": "str", "seed": "int", "benchmark": "str",
+    "metric": "str", "score": "float", "group": "str", "loss_rsd": "float", "weight_l2": "float",
+    "weight_minkowski": "float", "memorization_bleu": "float", "generation_length": "float",
+    "val_completion_nll": "float", "wall_time_s": "float", "train_tokens": "int",
+}
+DIAGNOSTICS = ("loss_rsd", "weight_l2", "weight_minkowski", "memorization_bleu", "generation_length",
+               "val_completion_nll")
+GROUPS = ("mc", "gen", "diag")
+RESULT_FILE = "result.json"
+TABLE_PARQUET = "results.parquet"
+TABLE_SQLITE = "results.sqlite"
+
+
+class ResultsStore:
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    # ---- per-run folders -----------------------------------------------------------------
+    def run_dir(self, run_id: str) -> Path:
+        return self.root / "runs" / run_id
+
+    def is_finished(self, run_id: str) -> bool:
+        return (self.run_dir(run_id) / RESULT_FILE).is_file()
+
+    def finished_ids(self) -> set[str]:
+        runs = self.root / "runs"
+        if not runs.is_dir():
+            return set()
+        return {p.parent.name for p in runs.glob(f"*/{RESULT_FILE}")}
+
+    def prepare_run_dir(self, run_id: str, *, keep: tuple[str, ...] = ()) -> Path:
+        """A clean folder for a run that has not finished: leftovers of an interrupted attempt are
+        removed, except the entries named in `keep` (e.g. the trainer's checkpoints, to resume)."""
+        path = self.run_dir(run_id)
+        if (path / RESULT_FILE).exists():
+            raise RuntimeError(f"run {run_id} has already finished")
+        if path.exists():
+            for child in path.iterdir():
+                if child.name in keep:
+                    continue
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def write_result(self, run_id: str, result: dict[str, Any]) -> Path:
+        """Atomically mark a run finished with its rows (validated against the table contract)."""
+        rows = [normalise_row(r) for r in result["rows"]]
+        if any(r["run_id"] != run_id for r in rows):
+            raise ValueError("every row of a run must carry its run_id")
+        path = self.run_dir(run_id) / RESULT_FILE
+        write_json_atomic(path, {**result, "rows": rows})
+        return path
+
+    def read_result(self, run_id: str) -> dict[str, Any]:
+        return _read_json(self.run_dir(run_id) / RESULT_FILE)
+
+    # ---- the tidy table -----------------------------------------------------------------
+    def rows(self) -> list[dict[str, Any]]:
+        """All rows of all finished runs, in run-ID order (deterministic)."""
+        out: list[dict[str, Any]] = []
+        for run_id in sorted(self.finished_ids()):
+            out.extend(self.read_result(run_id)["rows"])
+        return out
+
+    def dataframe(self):
+        """The tidy table as a pandas DataFrame with the contract's columns and dtypes."""
+        return rows_to_frame(self.rows())
+
+    def rebuild(self):
+        """Rewrite results.parquet and results.sqlite from the result files (each atomically)."""
+        df = self.dataframe()
+        self.root.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.root / TABLE_PARQUET) as tmp:
+            df.to_parquet(tmp, index=False)
+        with atomic_path(self.root / TABLE_SQLITE) as tmp:
+            _write_sqlite(df, tmp)
+        return df
+
+    def is_stale(self) -> bool:
+        """True when a result file is newer than the table (e.g. killed between the two writes)."""
+        table = self.root / TABLE_PARQUET
+        if not table.exists():
+            return bool(self.finished_ids())
+        t = table.stat().st_mtime
+        return any((self.run_dir(i) / RESULT_FILE).stat().st_mtime > t for i in self.finished_ids())
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """One writer per store. The OS drops the lock when its holder dies (even by kill -9)."""
+        import fcntl
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise PLWError("another `plw sweep run` is using this results store",
+                               file=str(self.root)) from None
+            yield
+        finally:
+            os.close(fd)
+
+
+def normalise_row(row: dict[str, Any]) -> dict[str, Any]:
+    """Check one row against the contract and coerce its types (missing diagnostics become NaN)."""
+    missing = [c for c in ("run_id", "benchmark", "metric", "score", "group") if c not in row]
+    if missing:
+        raise ValueError(f"result row lacks {', '.join(missing)}")
+    extra = set(row) - set(COLUMNS)
+    if extra:
+        raise ValueError(f"result row has unknown columns {sorted(extra)}")
+    if row["group"] not in GROUPS:
+        raise ValueError(f"group must be one of {GROUPS}, got {row['group']!r}")
+    out: dict[str, Any] = {}
+    for col, kind in COLUMNS.items():
+        v = row.get(col)
+        if kind == "str":
+            out[col] = "" if v is None else str(v)
+        elif kind == "int":
+            out[col] = -1 if v is None else int(v)
+        else:
+            out[col] = math.nan if v is None else float(v)
+    return out
+
+
+def rows_to_frame(rows: list[dict[str, Any]]):
+    import pandas as pd
+
+    df = pd.DataFrame([normalise_row(r) for r in rows], columns=list(COLUMNS))
+    for col, kind in COLUMNS.items():
+        df[col] = df[col].astype({"str": "string", "int": "int64", "float": "float64"}[kind])
+    return df
+
+
+def read_table(path: str | os.PathLike):
+    """The tidy table of a store directory (rebuilt from result files when stale) or a results file."""
+    import pandas as pd
+
+    path = Path(path)
+    if path.is_dir():
+        store = ResultsStore(path)
+        if not (path / "runs").is_dir() and not (path / TABLE_PARQUET).exists():
+            raise PLWError("not a results store (no runs/ or results.parquet)", file=str(path))
+        if store.is_stale():
+            return store.rebuild()
+        return pd.read_parquet(path / TABLE_PARQUET)
+    if not path.exists():
+        raise PLWError("no such file or directory", file=str(path))
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    if path.suffix == ".csv":
+        return pd.read_csv(path)
+    raise PLWError("expected a results store directory, a .parquet or a .csv file", file=str(path))
+
+
+def _write_sqlite(df, path: Path) -> None:
+    import sqlite3
+
+    if path.exists():
+        path.unlink()  # atomic_path creates an empty file; sqlite wants its own
+    con = sqlite3.connect(path)
+    try:
+        out = df.astype(object).where(df.notna(), None)
+        out.to_sql("results", con, index=False, if_exists="replace",
+                   dtype={c: {"str": "TEXT", "int": "INTEGER", "float": "REAL"}[k] for c, k in COLUMNS.items()})
+        con.execute("CREATE INDEX IF NOT EXISTS results_run ON results(run_id)")
+        con.commit()
+    finally:
+        con.close()
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:  # cannot happen via write_json_atomic; a hand edit can
+        raise PLWError(f"corrupt result file: {err.msg}", file=str(path), line=err.lineno) from None
