@@ -1,0 +1,139 @@
+"""The fused, chunked linear cross-entropy: logits are never materialised beyond one chunk.
+
+Because the per-token weights are known in the forward pass, the forward also computes the gradients
+(6·N·d·V FLOPs in all: the logits 2NdV, then dH = G·W and dW = Gᵀ·H, 2NdV each); backward only scales
+them by the upstream gradient. Per chunk of C kept rows:
+
+    Zc = Hc Wᵀ (+ b)                       [C, V], turned into fp32 in place
+    Zc = s·tanh(Zc / s)                    optional softcap (keeps 1 - tanh² for the chain rule)
+    lse, nll, smoothed loss from Zc
+    Zc <- c_i (softmax - (1-eps)·onehot - eps/V) (· (1 - tanh²))      in place: the logit gradient
+    dH[rows] = Zc W ;  dW += Zcᵀ Hc ;  db += Σ Zc
+
+where c_i = w_i / Z. Rows with label -100 or weight 0 are dropped before any matmul; extra memory is
+O(N·d + V·d) for the two gradients plus one [C, V] chunk.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+# Default memory budget for one chunk of fp32 logits (and its softcap factor) on CPU / CUDA.
+CPU_CHUNK_BYTES = int(os.environ.get("PLW_LOSS_CHUNK_MB_CPU", "32")) << 20
+CUDA_CHUNK_BYTES = int(os.environ.get("PLW_LOSS_CHUNK_MB_CUDA", "1024")) << 20
+
+
+def auto_chunk_size(n_rows: int, vocab: int, *, device: torch.device, dtype: torch.dtype,
+                    softcap: bool) -> int:
+    """Rows per chunk so that the chunk's working set fits the device's budget (multiple of 8)."""
+    budget = CUDA_CHUNK_BYTES if device.type == "cuda" else CPU_CHUNK_BYTES
+    per_row = vocab * 4 * (2 if softcap else 1)
+    if dtype.itemsize < 4:
+        per_row += vocab * dtype.itemsize  # the low-precision copy of the gradient chunk for the matmuls
+    rows = max(8, (budget // per_row) // 8 * 8)
+    return max(1, min(rows, n_rows))
+
+
+def _chunk_loss(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, y: torch.Tensor,
+                eps: float, softcap: float | None, compute_dtype: torch.dtype, want_grad: bool):
+    """Logits of one chunk -> (per-row smoothed loss, per-row nll, exp(z - max), sumexp, softcap factor)."""
+    z = torch.mm(h, weight.t()) if bias is None else torch.addmm(bias, h, weight.t())
+    z = z.to(compute_dtype)  # no copy when already fp32
+    cap_grad = None
+    if softcap is not None:
+        z.div_(softcap).tanh_()
+        if want_grad:
+            cap_grad = 1 - z * z
+        z.mul_(softcap)
+    zy = z.gather(1, y[:, None]).squeeze(1)
+    zmean = z.mean(1) if eps else None
+    m = z.amax(1, keepdim=True)
+    z.sub_(m).exp_()
+    sumexp = z.sum(1)
+    lse = m.squeeze(1) + sumexp.log()
+    nll = lse - zy
+    per_row = nll if not eps else lse - (1 - eps) * zy - eps * zmean
+    return per_row, nll, z, sumexp, cap_grad
+
+
+class ChunkedLinearCrossEntropy(torch.autograd.Function):
+    """loss = Σ coef_i · l_i over `rows` of hidden.view(-1, d); returns (loss, per-row nll, tracked nll)."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, rows, y, coef, track_rows, track_y, eps, softcap, chunk,
+                grad_enabled):
+        d = hidden.shape[-1]
+        h2 = hidden.reshape(-1, d)
+        V = weight.shape[0]
+        compute_dtype = torch.promote_types(hidden.dtype, torch.float32)
+        need_dh = grad_enabled and ctx.needs_input_grad[0]
+        need_dw = grad_enabled and ctx.needs_input_grad[1]
+        need_db = grad_enabled and bias is not None and ctx.needs_input_grad[2]
+        want_grad = need_dh or need_dw or need_db
+        dh = torch.zeros_like(hidden) if need_dh else None
+        dh2 = dh.view(-1, d) if need_dh else None
+        # Low-precision head weights accumulate their gradient in fp32 across chunks.
+        dw = torch.zeros(weight.shape, dtype=compute_dtype, device=weight.device) if need_dw else None
+        db = torch.zeros(V, dtype=compute_dtype, device=weight.device) if need_db else None
+
+        n = rows.numel()
+        loss = torch.zeros((), dtype=torch.float64, device=hidden.device)
+        nll_out = torch.empty(n, dtype=compute_dtype, device=hidden.device)
+        for s in range(0, n, chunk):
+            r, yc, cc = rows[s:s + chunk], y[s:s + chunk], coef[s:s + chunk]
+            hc = h2.index_select(0, r)
+            per_row, nll, g, sumexp, cap_grad = _chunk_loss(hc, weight, bias, yc, eps, softcap,
+                                                            compute_dtype, want_grad)
+            nll_out[s:s + chunk] = nll
+            loss += (cc.double() * per_row.double()).sum()
+            if not want_grad:
+                continue
+            # g holds exp(z - max); turn it in place into d loss / d logits.
+            g.mul_((cc / sumexp)[:, None])
+            g.scatter_add_(1, yc[:, None], (-(1 - eps) * cc)[:, None])
+            if eps:
+                g.sub_((cc * (eps / V))[:, None])
+            if cap_grad is not None:
+                g.mul_(cap_grad)
+            del cap_grad
+            if db is not None:
+                db.add_(g.sum(0))
+            g_lp = g if g.dtype == hidden.dtype else g.to(hidden.dtype)
+            if dh2 is not None:
+                dh2.index_copy_(0, r, torch.mm(g_lp, weight))
+            if dw is not None:
+                if dw.dtype == hc.dtype:
+                    dw.addmm_(g_lp.t(), hc)
+                else:
+                    dw.add_(torch.mm(g_lp.t(), hc))
+            del g, g_lp
+
+        # Rows of weight 0 kept only for logging: forward-only, never part of the loss or gradients.
+        track_out = torch.empty(track_rows.numel(), dtype=compute_dtype, device=hidden.device)
+        for s in range(0, track_rows.numel(), chunk):
+            hc = h2.index_select(0, track_rows[s:s + chunk])
+            track_out[s:s + chunk] = _chunk_loss(hc, weight, bias, track_y[s:s + chunk], 0.0, softcap,
+                                                 compute_dtype, False)[1]
+
+        if dw is not None and dw.dtype != weight.dtype:
+            dw = dw.to(weight.dtype)
+        if db is not None and db.dtype != bias.dtype:
+            db = db.to(bias.dtype)
+        ctx.grads = (dh, dw, db)
+        ctx.mark_non_differentiable(nll_out, track_out)
+        return loss.to(compute_dtype), nll_out, track_out
+
+    @staticmethod
+    def backward(ctx, grad_loss, _grad_nll, _grad_track):
+        if ctx.grads is None:
+            raise RuntimeError("linear_cross_entropy computes its gradients in the forward pass and can "
+                               "be backpropagated only once (retain_graph / double backward unsupported)")
+        dh, dw, db = ctx.grads
+        ctx.grads = None
+        # In place: the stored gradients are used once, so scaling them costs no extra memory.
+        for g in (dh, dw, db):
+            if g is not None:
+                g.mul_(grad_loss.to(g.dtype))
+        return dh, dw, db, None, None, None, None, None, None, None, None, None

@@ -1,0 +1,80 @@
+"""`linear_cross_entropy`: the weighted loss straight from hidden states and the LM head."""
+
+from __future__ import annotations
+
+import torch
+
+from .backends import external_per_token_loss
+from .chunked import ChunkedLinearCrossEntropy, auto_chunk_size
+from .common import LossOutput, Normalizer, denominator, nll_stats, shift_targets
+from .reference import _check_options
+
+BACKENDS = ("auto", "torch", "cce", "liger")
+
+
+def linear_cross_entropy(hidden: torch.Tensor, lm_head_weight: torch.Tensor, labels: torch.Tensor,
+                         weights: torch.Tensor, *, completion_mask: torch.Tensor | None = None,
+                         bias: torch.Tensor | None = None, normalizer: Normalizer = "weight_sum",
+                         label_smoothing: float = 0.0, softcap: float | None = None,
+                         chunk_size: int | str = "auto", backend: str = "auto",
+                         track_masked_nll: bool = False) -> LossOutput:
+    """sum_i w_i * l_i / Z with logits = hidden @ lm_head_weightᵀ (+ bias), never materialised whole.
+
+    hidden: [B, T, d] (or [T, d], one possibly packed sequence), unshifted; lm_head_weight: [V, d];
+    labels / weights / completion_mask: [B, T] (or [T]). Rows whose target has label -100 or weight 0
+    are dropped before any matmul, so their NLL is not logged unless `track_masked_nll=True` (an extra
+    forward-only pass over them). backend: "auto"/"torch" = the exact chunked engine; "cce" / "liger"
+    = optional CUDA kernels (`pip install plw[gpu]`) giving per-token losses that are weighted here.
+    """
+    _check_options(label_smoothing, softcap)
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if hidden.dim() == 2:
+        hidden = hidden.unsqueeze(0)
+    if hidden.dim() != 3:
+        raise ValueError(f"hidden must be [B, T, d] or [T, d], got shape {tuple(hidden.shape)}")
+    if lm_head_weight.dim() != 2 or lm_head_weight.shape[1] != hidden.shape[-1]:
+        raise ValueError(f"lm_head_weight must be [V, {hidden.shape[-1]}], got {tuple(lm_head_weight.shape)}")
+    if lm_head_weight.dtype != hidden.dtype:
+        raise ValueError(f"hidden ({hidden.dtype}) and lm_head_weight ({lm_head_weight.dtype}) dtypes differ")
+    V = lm_head_weight.shape[0]
+    if bias is not None and bias.shape != (V,):
+        raise ValueError(f"bias must be [{V}], got {tuple(bias.shape)}")
+    tg = shift_targets(labels, weights, completion_mask)
+    if hidden.shape[:2] != (tg.batch, tg.length):
+        raise ValueError(f"hidden shape {tuple(hidden.shape)} does not match labels [{tg.batch}, {tg.length}]")
+    if tg.valid.any() and int(tg.labels[tg.valid].max()) >= V:
+        raise ValueError(f"labels must be < vocabulary size {V}, got {int(tg.labels[tg.valid].max())}")
+    z = denominator(tg, normalizer)
+
+    keep = (tg.weights > 0).nonzero().squeeze(1)  # weight > 0 implies a valid label
+    rows, y = tg.source_row[keep], tg.labels[keep]
+    coef = (tg.weights[keep].double() / z).to(torch.promote_types(hidden.dtype, torch.float32))
+    tracked = ((tg.weights == 0) & tg.valid).nonzero().squeeze(1) if track_masked_nll else keep[:0]
+    grad_enabled = torch.is_grad_enabled()
+
+    if chunk_size == "auto":
+        chunk = auto_chunk_size(max(rows.numel(), tracked.numel(), 1), V, device=hidden.device,
+                                dtype=hidden.dtype, softcap=softcap is not None)
+    elif isinstance(chunk_size, int) and not isinstance(chunk_size, bool) and chunk_size > 0:
+        chunk = chunk_size
+    else:
+        raise ValueError(f"chunk_size must be a positive int or 'auto', got {chunk_size!r}")
+
+    if backend in ("auto", "torch"):
+        loss, nll, nll_tracked = ChunkedLinearCrossEntropy.apply(
+            hidden, lm_head_weight, bias, rows, y, coef, tg.source_row[tracked], tg.labels[tracked],
+            float(label_smoothing), softcap, chunk, grad_enabled)
+    else:
+        per_token, nll = external_per_token_loss(backend, hidden, lm_head_weight, bias, rows, y,
+                                                 float(label_smoothing), softcap)
+        loss = (coef * per_token.to(coef.dtype)).sum()
+        with torch.no_grad():  # tracked rows: forward-only through the exact engine
+            nll_tracked = ChunkedLinearCrossEntropy.apply(
+                hidden, lm_head_weight, bias, rows[:0], y[:0], coef[:0], tg.source_row[tracked],
+                tg.labels[tracked], 0.0, softcap, chunk, False)[2]
+
+    all_nll = torch.cat([nll.detach().to(nll_tracked.dtype), nll_tracked])
+    completion = torch.cat([tg.completion[keep], tg.completion[tracked]])
+    stats = nll_stats(all_nll, completion)
+    return LossOutput(loss, *stats, tg.weights.sum(dtype=torch.float64))
