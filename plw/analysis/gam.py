@@ -185,7 +185,7 @@ def optimal_plw(fit: GAMFit, ratios, score_range: float, grid_size: int = 1001,
         f = fit.smooth(wg, np.full_like(wg, float(r)))
         i = int(np.argmax(f))
         spread = float(f.max() - f.min())
-        out[_ratio_key(r)] = {"plw": float(wg[i]), "spread": spread,
+        out[_ratio_key(r)] = {"plw": round(float(wg[i]), 9), "spread": spread,
                               "flat": bool(spread < flat_fraction * score_range)}
     return out
 
