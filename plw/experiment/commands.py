@@ -1,9 +1,143 @@
-"""CLI commands of plw.experiment (registered onto the top-level app by plw.cli)."""
+"""CLI commands of plw.experiment: `plw sweep plan|run` and `plw results`.
+
+Heavy libraries (torch, transformers, pandas, ray) are imported inside the command bodies.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+sweep_app = typer.Typer(
+    name="sweep",
+    help="Factorial PLW sweeps: PLW levels × models × datasets × regularisers × seeds, each run "
+         "trained, evaluated and recorded in one tidy, resumable results table.",
+    no_args_is_help=True,
+)
+
+
+@sweep_app.command("plan")
+def plan_cmd(
+    spec: Path = typer.Argument(..., help="Sweep spec (YAML)."),
+    limit: int = typer.Option(200, "--limit", help="Show at most this many runs (totals cover all)."),
+) -> None:
+    """Print the grid with stable run IDs, each run's status and an estimate of tokens and time."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from plw.experiment.plan import plan, status_counts
+    from plw.experiment.runner import _fmt_s
+    from plw.experiment.spec import load_spec
+
+    sweep = load_spec(spec)
+    planned = plan(sweep)
+    table = Table(title=f"sweep {sweep.name} → {sweep.store_dir()}", title_justify="left")
+    for col in ("run_id", "model", "dataset", "PLW", "w_p", "regularizer", "seed", "status", "tokens",
+                "time"):
+        table.add_column(col, justify="right" if col in ("PLW", "w_p", "seed", "tokens", "time") else "left",
+                         no_wrap=col in ("run_id", "status"))
+    style = {"finished": "green", "partial": "yellow", "pending": ""}
+    for p in planned[:limit]:
+        r = p.run
+        table.add_row(r.run_id, r.model, r.dataset.name, f"{r.plw:g}", f"{r.wp:.3f}", r.regularizer.name,
+                      str(r.seed), f"[{style[p.status]}]{p.status}[/]" if style[p.status] else p.status,
+                      "?" if p.tokens is None else f"{p.tokens:,}",
+                      "?" if p.seconds is None else _fmt_s(p.seconds))
+    console = Console()
+    console.print(table)
+    if len(planned) > limit:
+        console.print(f"… {len(planned) - limit} more runs (use --limit)")
+    counts = status_counts(planned)
+    todo = [p for p in planned if p.status != "finished"]
+    tokens = [p.tokens for p in todo]
+    secs = [p.seconds for p in todo]
+    tok_s = "?" if any(t is None for t in tokens) else f"{sum(tokens):,}"
+    time_s = "?" if any(s is None for s in secs) else _fmt_s(sum(secs))
+    console.print(f"{len(planned)} runs: {counts['finished']} finished, {counts['partial']} interrupted "
+                  f"(restart), {counts['pending']} pending. To run: ≈{tok_s} training tokens, "
+                  f"≈{time_s} on the {sweep.backend} backend (sequential).")
+
+
+@sweep_app.command("run")
+def run_cmd(
+    spec: Path = typer.Argument(..., help="Sweep spec (YAML)."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="local or ray (default: the spec's)."),
+    analysis: Optional[bool] = typer.Option(None, "--analysis/--no-analysis",
+                                            help="Run the analysis report at the end (default: the spec's)."),
+    fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop at the first failed run."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
+) -> None:
+    """Train and evaluate every unfinished run; finished runs are skipped (safe to rerun after a crash)."""
+    from plw.errors import PLWError
+    from plw.experiment.runner import run_sweep
+    from plw.experiment.spec import load_spec
+
+    if backend not in (None, "local", "ray"):
+        raise PLWError(f"expected local or ray, got {backend!r}", field="--backend")
+    sweep = load_spec(spec)
+    outcome = run_sweep(sweep, backend=backend, progress=progress, fail_fast=fail_fast,
+                        analysis=analysis)
+    typer.echo(f"results: {outcome.store_dir / 'results.parquet'} ({len(outcome.finished)} run(s) "
+               f"finished now, {len(outcome.skipped)} earlier, {len(outcome.failed)} failed)")
+    if outcome.failed:
+        raise typer.Exit(1)
+
+
+def results_cmd(
+    target: Path = typer.Argument(..., help="A sweep spec (YAML), a results store directory, or a "
+                                            ".parquet/.csv table."),
+    csv: Optional[Path] = typer.Option(None, "--csv", help="Export the tidy table as CSV."),
+    parquet: Optional[Path] = typer.Option(None, "--parquet", help="Export the tidy table as Parquet."),
+    rows: int = typer.Option(40, "--rows", help="Show at most this many rows."),
+    benchmarks_only: bool = typer.Option(False, "--benchmarks", help="Hide diagnostics rows (group diag)."),
+) -> None:
+    """Show the results table of a sweep and export it."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from plw.experiment.store import read_table
+    from plw.io import atomic_path
+
+    store = target
+    if target.suffix in (".yaml", ".yml"):
+        from plw.experiment.spec import load_spec
+
+        store = load_spec(target).store_dir()
+    df = read_table(store)
+    if csv is not None:
+        with atomic_path(csv) as tmp:
+            df.to_csv(tmp, index=False)
+    if parquet is not None:
+        with atomic_path(parquet) as tmp:
+            df.to_parquet(tmp, index=False)
+    shown = df[df["group"] != "diag"] if benchmarks_only and "group" in df.columns else df
+    cols = [c for c in ("run_id", "model", "dataset", "ratio", "plw", "regularizer", "seed", "benchmark",
+                        "metric", "score", "group", "loss_rsd", "memorization_bleu", "generation_length")
+            if c in shown.columns]
+    n_runs = shown["run_id"].nunique() if "run_id" in shown.columns else "?"
+    table = Table(title=f"{store}: {len(df)} rows, {n_runs} runs", title_justify="left")
+    for c in cols:
+        table.add_column(c, justify="right" if shown[c].dtype.kind in "fi" else "left")
+    for _, row in shown.head(rows).iterrows():
+        table.add_row(*(_cell(row[c]) for c in cols))
+    console = Console()
+    console.print(table)
+    if len(shown) > rows:
+        console.print(f"… {len(shown) - rows} more rows (--rows N, or export with --csv/--parquet)")
+    for path in (csv, parquet):
+        if path is not None:
+            console.print(f"wrote {path}")
+
+
+def _cell(v) -> str:
+    if isinstance(v, float):
+        return "nan" if v != v else f"{v:.4g}"
+    return str(v)
 
 
 def register(app: typer.Typer) -> None:
     """Add this package's commands to `app`."""
+    app.add_typer(sweep_app, name="sweep")
+    app.command("results")(results_cmd)

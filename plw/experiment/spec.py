@@ -120,14 +120,23 @@ class RegularizerSpec(_Strict):
         return None if v is None else _check_levels(v)
 
 
-class JudgeSpec(_Strict):
-    """AlpacaEval-1-style pairwise judge: any OpenAI-compatible endpoint (e.g. a local vLLM)."""
+class JudgeSpec(BaseModel):
+    """AlpacaEval-1-style pairwise judge: any OpenAI-compatible endpoint (e.g. a local vLLM).
 
-    model: str
-    base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
-    reference_dir: str | None = None  # default: ../shared/data/alpaca_eval when present
-    limit: int | None = Field(default=None, gt=0)
+    Keys other than these are `plw.eval.judge.JudgeConfig` fields (base_url, model, prompt, ...)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    reference_file: str | None = None  # default: ../shared/data/alpaca_eval/... when present
+    limit: int | None = Field(default=None, gt=0)  # first N AlpacaEval instructions
+
+    @model_validator(mode="after")
+    def _judge_config(self) -> "JudgeSpec":
+        try:
+            from plw.eval.judge import JudgeConfig
+        except ImportError:
+            return self
+        JudgeConfig.model_validate(self.model_extra or {})
+        return self
 
 
 class EvalSpec(_Strict):
@@ -135,6 +144,8 @@ class EvalSpec(_Strict):
     limit: int | None = Field(default=None, gt=0)
     batch_size: int = Field(default=8, gt=0)
     generation_prompts: int = Field(default=32, ge=0)  # prompts for the generation-length metric
+    generation_set: str = "auto"  # "alpaca_eval", "builtin" (held-out synthetic), a data file; auto:
+    # AlpacaEval's instructions when ../shared/data/alpaca_eval is present, else builtin
     memorization_prompts: int = Field(default=64, ge=0)  # training prompts for memorisation BLEU
     max_new_tokens: int = Field(default=64, gt=0)
     judge: JudgeSpec | None = None
