@@ -1,1 +1,20 @@
-"""plw.train."""
+"""plw.train: fine-tuning with a prompt loss weight (`PLWTrainer`, `TrainConfig`, `train`).
+
+Light to import: torch/transformers load only when `train`, `PLWTrainer` or `PLWCollator` are used.
+"""
+
+from plw.train.config import LoraSettings, Regularisers, TinySettings, TrainConfig, builtin_preset, load_config
+
+__all__ = ["TrainConfig", "LoraSettings", "Regularisers", "TinySettings", "builtin_preset", "load_config",
+           "train", "TrainResult", "PLWTrainer", "PLWCollator", "attach_plw_loss"]
+
+_LAZY = {"train": "plw.train.run", "TrainResult": "plw.train.run", "PLWTrainer": "plw.train.trainer",
+         "PLWCollator": "plw.train.collator", "attach_plw_loss": "plw.train.forward"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'plw.train' has no attribute {name!r}")

@@ -1,0 +1,82 @@
+"""The PLW loss inside the causal LM's own forward: final hidden states → `linear_cross_entropy`.
+
+Why inside `forward` rather than in `Trainer.compute_loss`: DDP, FSDP and DeepSpeed hook the
+model's forward call (DDP prepares its gradient reducer there; FSDP and ZeRO-3 gather sharded
+parameters there). Calling the decoder and reading `lm_head.weight` from outside that call would
+skip gradient sync or see a parameter shard. So `attach_plw_loss` gives the causal-LM module an
+extra mode: when `plw_weights` is passed, it runs the decoder to the final (normed) hidden states,
+never builds the [tokens, vocab] logits, and returns the PLW loss from the head weight. Without
+`plw_weights` the original forward runs (generation, evaluation, saving are untouched). PEFT
+wrappers reach the patched module through `LoraModel.forward` → `self.model(...)`.
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Any
+
+
+def causal_lm_module(model):
+    """The `*ForCausalLM` module inside PEFT / DDP / FSDP wrappers."""
+    m = model
+    while True:
+        if hasattr(m, "module") and not hasattr(m, "get_output_embeddings"):
+            m = m.module  # DDP / DeepSpeed engine
+            continue
+        if hasattr(m, "get_base_model"):
+            m = m.get_base_model()  # PEFT
+            continue
+        return m
+
+
+def attach_plw_loss(model):
+    """Give the causal LM inside `model` a PLW-loss forward mode (idempotent); returns `model`."""
+    lm = causal_lm_module(model)
+    if "_plw_original_forward" not in lm.__dict__:
+        lm._plw_original_forward = lm.forward
+        lm.forward = types.MethodType(_plw_forward, lm)
+    return model
+
+
+def detach_plw_loss(model):
+    lm = causal_lm_module(model)
+    if "_plw_original_forward" in lm.__dict__:
+        lm.forward = lm.__dict__.pop("_plw_original_forward")
+    return model
+
+
+def _plw_forward(self, input_ids=None, attention_mask=None, position_ids=None, labels=None, *,
+                 plw_weights=None, plw_completion_mask=None, plw_normalizer="weight_sum",
+                 plw_label_smoothing: float = 0.0, plw_track_masked_nll: bool = False,
+                 plw_backend: str = "auto", **kwargs: Any):
+    if plw_weights is None:
+        return self._plw_original_forward(input_ids=input_ids, attention_mask=attention_mask,
+                                          position_ids=position_ids, labels=labels, **kwargs)
+    from plw.loss import linear_cross_entropy
+
+    decoder = self.get_decoder()
+    # use_cache=False: no KV cache in training, and transformers only detects packed sequences
+    # (block-diagonal mask from position_ids) when there is no cache and no attention_mask.
+    out = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                  use_cache=False, **kwargs)
+    hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+    head = self.get_output_embeddings()
+    # Under autocast the hidden states may be bf16 while the head is fp32: cast (differentiably).
+    weight = head.weight if head.weight.dtype == hidden.dtype else head.weight.to(hidden.dtype)
+    bias = getattr(head, "bias", None)
+    if bias is not None and bias.dtype != hidden.dtype:
+        bias = bias.to(hidden.dtype)
+    res = linear_cross_entropy(
+        hidden, weight, labels, plw_weights,
+        completion_mask=plw_completion_mask,
+        bias=bias,
+        normalizer=plw_normalizer,
+        label_smoothing=plw_label_smoothing,
+        softcap=getattr(self.config, "final_logit_softcapping", None),
+        backend=plw_backend,
+        track_masked_nll=plw_track_masked_nll,
+    )
+    # A plain dict: DDP/accelerate walk it for tensors; no logits are returned.
+    return {"loss": res.loss, "prompt_nll": res.prompt_nll, "completion_nll": res.completion_nll,
+            "n_prompt": res.n_prompt, "n_completion": res.n_completion, "weight_sum": res.weight_sum,
+            "prompt_nll_sum": res.prompt_nll_sum, "completion_nll_sum": res.completion_nll_sum}

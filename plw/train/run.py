@@ -1,0 +1,302 @@
+"""`train(config)`: one PLW fine-tuning run, from records to saved weights and metrics.
+
+records (`plw.data.load_records`) → train/val split → tokenizer (trained for `builtin:tiny`) →
+weighted tokens (`plw.data.tokenize_dataset`) → model (+ LoRA, dropout) → `PLWTrainer` →
+outputs in `output_dir`: `config.yaml`, `metrics.jsonl`, `metrics.json`, safetensors weights (or
+the LoRA adapter), tokenizer, and `checkpoint-*` for resuming.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from plw.errors import PLWError
+from plw.train.config import TrainConfig
+
+ALPACA_HEADER = ("Below is an instruction that describes a task, paired with an input that provides "
+                 "further context. Write a response that appropriately completes the request.\n\n"
+                 "### Instruction:\n\n### Input:\n\n### Response:")
+
+
+@dataclasses.dataclass
+class TrainResult:
+    output_dir: Path
+    model: Any
+    tokenizer: Any
+    train_records: list
+    val_records: list
+    metrics: dict
+    config: TrainConfig
+    log_history: list = dataclasses.field(default_factory=list)
+
+
+class _ListDataset:
+    """Map-style dataset over tokenised examples (the Trainer's samplers need `len` and indexing)."""
+
+    def __init__(self, rows: list[dict]):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.rows[i]
+
+
+def split_records(records: list, val_fraction: float, max_val: int, seed: int) -> tuple[list, list]:
+    """Deterministic held-out split: shuffle indices with `seed`, take the validation part first."""
+    if val_fraction <= 0 or len(records) < 2:
+        return list(records), []
+    order = list(range(len(records)))
+    random.Random(seed).shuffle(order)
+    n_val = min(max_val, max(1, int(round(val_fraction * len(records)))))
+    val = sorted(order[:n_val])
+    train = sorted(order[n_val:])
+    return [records[i] for i in train], [records[i] for i in val]
+
+
+def record_texts(records) -> list[str]:
+    """Raw text of records (every string field and chat turn) for training the built-in tokenizer."""
+    texts = [ALPACA_HEADER]
+    for r in records:
+        for name in ("instruction", "input", "output", "prompt", "completion"):
+            v = getattr(r, name, None)
+            if isinstance(v, str) and v:
+                texts.append(v)
+        for m in getattr(r, "messages", None) or []:
+            content = m.get("content") if isinstance(m, dict) else None
+            if isinstance(content, str):
+                texts.append(content)
+    return texts
+
+
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _is_main() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _load_tokenizer(config: TrainConfig, train_records, out: Path):
+    from plw.data.tokenizer import load_tokenizer, train_tokenizer
+
+    saved = out / "tokenizer_config.json"
+    if config.tokenizer:
+        return load_tokenizer(config.tokenizer)
+    if config.model == "builtin:tiny":
+        # Resume must see the same vocabulary: reuse the tokenizer saved at the run's start.
+        if saved.exists():
+            return load_tokenizer(out)
+        return train_tokenizer(record_texts(train_records), vocab_size=config.tiny.vocab_size)
+    return load_tokenizer(config.model)
+
+
+def _load_model(config: TrainConfig, tokenizer):
+    import torch
+
+    if config.model == "builtin:tiny":
+        from plw.train.tiny import tiny_llama
+
+        return tiny_llama(tokenizer, seed=config.seed, hidden_size=config.tiny.hidden_size,
+                          num_layers=config.tiny.num_layers, num_heads=config.tiny.num_heads,
+                          max_position_embeddings=max(1024, config.max_length))
+    from transformers import AutoModelForCausalLM
+
+    dtype = {"auto": torch.float32, "float32": torch.float32, "bfloat16": torch.bfloat16,
+             "float16": torch.float16}[config.dtype]
+    try:
+        model = AutoModelForCausalLM.from_pretrained(config.model, dtype=dtype)
+    except (OSError, ValueError) as err:
+        raise PLWError(f"cannot load model: {str(err).splitlines()[0]}", field="model")
+    if model.config.pad_token_id is None and tokenizer.pad_token_id is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def _tokenize(records, tokenizer, config: TrainConfig):
+    from plw.data.encode import tokenize_dataset
+
+    rows, report = tokenize_dataset(records, tokenizer, template=config.template,
+                                    plw=config.prompt_loss_weight, max_length=config.max_length)
+    return rows, report
+
+
+def _save_dir_atomic(trainer, out: Path) -> None:
+    """Save weights (or adapter) + tokenizer into a temp dir, then move the files into `out`."""
+    tmp = out / ".final.tmp"
+    if trainer.accelerator.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    trainer.save_model(str(tmp))  # handles FSDP / DeepSpeed state-dict gathering; main process writes
+    if trainer.accelerator.is_main_process:
+        for f in tmp.iterdir():
+            target = out / f.name
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(f, target)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def train(config: TrainConfig | dict, *, progress: bool = True) -> TrainResult:
+    """Fine-tune `config.model` on `config.data` at `config.prompt_loss_weight`; return the result.
+
+    Safe to call repeatedly in one process (each call builds its own model, trainer and state).
+    Under `accelerate launch`/`torchrun` every process calls it; rank 0 writes the outputs.
+    """
+    import torch
+    from transformers import TrainingArguments, set_seed
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from plw.data.records import load_records
+    from plw.train.callbacks import MetricsCallback, RichProgressCallback, read_metrics
+    from plw.train.config import save_config
+    from plw.train.diagnostics import loss_rsd, snapshot, weight_distances
+    from plw.train.collator import PLWCollator
+    from plw.train.regularisers import set_dropout
+    from plw.train.trainer import PLWTrainer
+    from plw.io import write_json_atomic
+
+    if not isinstance(config, TrainConfig):
+        config = TrainConfig.model_validate(config)
+    t0 = time.perf_counter()
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    last_ckpt = get_last_checkpoint(str(out)) if config.resume and out.is_dir() else None
+
+    records = load_records(config.data, format=config.data_format)
+    if not records:
+        raise PLWError("no records", file=config.data, field="data")
+    train_records, val_records = split_records(records, config.val_fraction, config.max_val_examples,
+                                               config.seed)
+    tokenizer = _load_tokenizer(config, train_records, out)
+    train_rows, _ = _tokenize(train_records, tokenizer, config)
+    val_rows = _tokenize(val_records, tokenizer, config)[0] if val_records else []
+    if not train_rows:
+        raise PLWError("no training examples left after tokenisation", file=config.data, field="data")
+
+    set_seed(config.seed)
+    model = _load_model(config, tokenizer)
+    set_dropout(model, attention=config.regularisers.attention_dropout,
+                hidden=config.regularisers.hidden_dropout)
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    if config.lora.enabled:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(
+            task_type="CAUSAL_LM", r=config.lora.r, lora_alpha=config.lora.alpha,
+            lora_dropout=config.lora.dropout, target_modules=config.lora.target_modules))
+    initial = snapshot(model)  # trainable tensors only: the reference for distance and penalty
+
+    world = _world_size()
+    per_step = config.per_device_batch_size * world
+    if config.global_batch_size % per_step:
+        raise PLWError(f"global_batch_size {config.global_batch_size} is not a multiple of "
+                       f"per_device_batch_size × processes = {per_step}", field="global_batch_size")
+    grad_accum = config.global_batch_size // per_step
+    cuda = torch.cuda.is_available()
+    bf16 = cuda and config.dtype == "auto" and torch.cuda.is_bf16_supported()
+    has_val = bool(val_rows)
+
+    args = TrainingArguments(
+        output_dir=str(out),
+        per_device_train_batch_size=config.per_device_batch_size,
+        per_device_eval_batch_size=config.per_device_batch_size,
+        gradient_accumulation_steps=grad_accum,
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.num_epochs,
+        max_steps=config.max_steps,
+        warmup_steps=config.warmup_ratio,
+        lr_scheduler_type=config.lr_scheduler,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        optim=config.optim,
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=bf16,
+        logging_steps=config.logging_steps,
+        eval_strategy="steps" if (has_val and config.eval_steps) else "no",
+        eval_steps=config.eval_steps,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        report_to=[r for r in config.report_to if r != "none"] or "none",
+        remove_unused_columns=False,
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        use_cpu=not cuda,
+        ddp_backend="gloo" if (world > 1 and not cuda) else None,
+    )
+    collator = PLWCollator(tokenizer.pad_token_id, packing=config.packing)
+    trainer = PLWTrainer(
+        model=model, args=args, train_dataset=_ListDataset(train_rows),
+        eval_dataset=_ListDataset(val_rows) if has_val else None,
+        data_collator=collator, processing_class=tokenizer,
+        normalizer=config.normalizer, label_smoothing=config.regularisers.label_smoothing,
+        track_prompt_nll=config.log_prompt_nll, loss_backend=config.loss_backend,
+        minkowski_coef=config.regularisers.minkowski_coef, minkowski_p=config.regularisers.minkowski_p,
+        initial_params=initial,
+    )
+    from transformers.trainer_callback import ProgressCallback, PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    resume_step = int(Path(last_ckpt).name.split("-")[-1]) if last_ckpt else None
+    trainer.add_callback(MetricsCallback(trainer, out / "metrics.jsonl", resume_step=resume_step))
+    if progress:
+        trainer.add_callback(RichProgressCallback(f"plw train (PLW {config.prompt_loss_weight:g})"))
+
+    if trainer.accelerator.is_main_process:
+        save_config(config, out / "config.yaml")
+        if not last_ckpt:
+            tokenizer.save_pretrained(str(out))
+    trainer.train(resume_from_checkpoint=last_ckpt)
+
+    metrics: dict[str, Any] = {"prompt_loss_weight": config.prompt_loss_weight,
+                               "global_step": trainer.state.global_step}
+    history = read_metrics(out / "metrics.jsonl") if _is_main() else []
+    losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
+    metrics["train_loss"] = losses[-1] if losses else float("nan")
+    metrics["step_losses"] = list(trainer.step_losses)
+    metrics["loss_rsd"] = loss_rsd(trainer.step_losses, config.loss_window)
+    for key in ("prompt_nll", "completion_nll"):
+        vals = [r[key] for r in trainer.state.log_history if key in r]
+        if vals:
+            metrics[f"train_{key}"] = vals[-1]
+    if has_val:
+        metrics["val_completion_nll"] = trainer.evaluate()["eval_completion_nll"]
+    state = trainer.accelerator.get_state_dict(trainer.model)
+    if state is not None and trainer.accelerator.is_main_process:
+        current = _match_names(state, initial)
+        metrics.update(weight_distances(initial, current, p=config.distance_p))
+    metrics["train_tokens"] = int(trainer.callback_handler.callbacks and next(
+        (c.tokens_offset for c in trainer.callback_handler.callbacks if isinstance(c, MetricsCallback)), 0)
+        + trainer.train_tokens_total())
+    metrics["wall_time_s"] = time.perf_counter() - t0
+    metrics["resumed_from"] = last_ckpt
+    _save_dir_atomic(trainer, out)
+    if trainer.accelerator.is_main_process:
+        write_json_atomic(out / "metrics.json", metrics)
+    trainer.accelerator.wait_for_everyone()
+
+    trained = trainer.accelerator.unwrap_model(trainer.model)
+    del trainer
+    return TrainResult(output_dir=out, model=trained, tokenizer=tokenizer, train_records=train_records,
+                       val_records=val_records, metrics=metrics, config=config, log_history=history)
+
+
+def _match_names(state: dict, initial: dict) -> dict:
+    """Map `get_state_dict` names onto `named_parameters` names (PEFT drops `.default` etc.)."""
+    out = {}
+    for name in initial:
+        if name in state:
+            out[name] = state[name]
+    return out
