@@ -1,0 +1,408 @@
+"""Instruction records: load Alpaca / OpenAI-legacy / chat data from any source into `Record`s.
+
+Sources: a local `.json` (a JSON list of records, or JSON Lines) / `.jsonl` file, a built-in
+synthetic data set (`builtin:short`, `builtin:long`, `builtin:mixed`, optionally
+`?n=...&seed=...`), or anything `datasets.load_dataset` accepts (hub name, local directory,
+`.parquet`/`.csv` file) with an optional column mapping.
+
+Every bad record raises `PLWError(file=, line=, field=)`; with `skip_invalid=True` bad records
+are skipped and counted per problem instead (a warning says how many, never silently).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+from urllib.parse import parse_qs
+
+from plw.errors import PLWError
+
+FORMATS = ("alpaca", "raw", "chat")
+ROLES = ("system", "user", "assistant", "tool")
+BUILTIN_PREFIX = "builtin:"
+BUILTIN_NAMES = {"short": 0.0, "long": 1.0, "mixed": 0.5}  # name -> long-completion fraction
+BUILTIN_DEFAULT_N = 1000
+
+# Fields of each format, as (name, required). The completion field must be non-empty.
+_FIELDS = {
+    "alpaca": (("instruction", True), ("input", False), ("output", True)),
+    "raw": (("prompt", True), ("completion", True)),
+    "chat": (("messages", True),),
+}
+_COMPLETION_FIELD = {"alpaca": "output", "raw": "completion"}
+
+
+@dataclass(frozen=True)
+class Record:
+    """One instruction instance, normalised from any format."""
+
+    instruction: str = ""
+    input: str = ""
+    output: str = ""
+    prompt: str | None = None            # OpenAI legacy prompt/completion
+    completion: str | None = None
+    messages: tuple[dict, ...] | None = None  # chat: ({"role": ..., "content": ...}, ...)
+    source: str = ""                     # "FILE:LINE", for error messages
+
+    @property
+    def format(self) -> str:
+        if self.messages is not None:
+            return "chat"
+        if self.completion is not None:
+            return "raw"
+        return "alpaca"
+
+    def to_json(self) -> dict:
+        """The record as it would be written in its own format."""
+        if self.format == "chat":
+            return {"messages": [dict(m) for m in self.messages]}
+        if self.format == "raw":
+            return {"prompt": self.prompt, "completion": self.completion}
+        return {"instruction": self.instruction, "input": self.input, "output": self.output}
+
+
+@dataclass
+class LoadReport:
+    """What `read_records` saw: kept records and skipped ones per problem."""
+
+    n_read: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    examples: dict = field(default_factory=dict)  # problem -> first "FILE:LINE: field"
+
+    @property
+    def n_skipped(self) -> int:
+        return sum(self.skipped.values())
+
+    def summary(self) -> str:
+        parts = ", ".join(f"{n} × {p}" for p, n in self.skipped.most_common())
+        return f"skipped {self.n_skipped} of {self.n_read} invalid records ({parts})"
+
+
+class SkippedRecordsWarning(UserWarning):
+    """Emitted by `load_records(skip_invalid=True)` when records were skipped."""
+
+
+def load_records(source: str | Path, *, format: str = "auto", columns: dict | None = None,
+                 split: str = "train", skip_invalid: bool = False) -> list[Record]:
+    """Load and validate records from a file, a built-in data set or a Hugging Face data set."""
+    records, report = read_records(source, format=format, columns=columns, split=split,
+                                   skip_invalid=skip_invalid)
+    if report.n_skipped:
+        warnings.warn(report.summary(), SkippedRecordsWarning, stacklevel=2)
+    return records
+
+
+def read_records(source: str | Path, *, format: str = "auto", columns: dict | None = None,
+                 split: str = "train", skip_invalid: bool = False) -> tuple[list[Record], LoadReport]:
+    """`load_records` that also returns the `LoadReport` (for the CLI)."""
+    if format not in ("auto",) + FORMATS:
+        raise PLWError(f"unknown format {format!r}; expected auto, alpaca, raw or chat", field="format")
+    columns = _check_columns(columns)
+    text = str(source)
+    if text.startswith(BUILTIN_PREFIX):
+        recs = builtin_records(text)
+        return recs, LoadReport(n_read=len(recs))
+    path = Path(text)
+    if path.suffix in (".json", ".jsonl"):
+        if not path.is_file():
+            raise PLWError("no such file", file=text)
+        rows = _iter_json_file(path)
+    elif path.suffix in (".txt", ".md", ".yaml", ".yml", ".tsv"):
+        raise PLWError("unsupported data file; expected .json, .jsonl, .parquet, .csv, a builtin: name "
+                       "or a Hugging Face data set", file=text)
+    else:
+        rows = _iter_hf_dataset(text, split)
+    return _validate_rows(rows, format=format, columns=columns, skip_invalid=skip_invalid, name=text)
+
+
+# --------------------------------------------------------------------------------------------
+# Built-in synthetic data
+
+def builtin_records(spec: str) -> list[Record]:
+    """`builtin:NAME[?n=N&seed=S]` -> the deterministic synthetic data set."""
+    from plw.data.synthetic import generate
+
+    body = spec[len(BUILTIN_PREFIX):]
+    name, _, query = body.partition("?")
+    if name not in BUILTIN_NAMES:
+        raise PLWError(f"unknown built-in data set {name!r}; expected one of "
+                       f"{', '.join(BUILTIN_PREFIX + n for n in BUILTIN_NAMES)}", file=spec)
+    params = {"n": BUILTIN_DEFAULT_N, "seed": 0}
+    for key, values in parse_qs(query, keep_blank_values=True, strict_parsing=False).items():
+        if key not in params:
+            raise PLWError(f"unknown parameter {key!r}; expected n or seed", file=spec, field=key)
+        try:
+            params[key] = int(values[-1])
+        except ValueError:
+            raise PLWError(f"expected an integer, got {values[-1]!r}", file=spec, field=key) from None
+    if params["n"] < 1:
+        raise PLWError("must be at least 1", file=spec, field="n")
+    return generate(params["n"], seed=params["seed"], long_fraction=BUILTIN_NAMES[name])
+
+
+# --------------------------------------------------------------------------------------------
+# Raw rows: (file, line, object-or-error)
+
+class _RowError:
+    """A row that could not even be parsed (bad JSON, bad bytes)."""
+
+    def __init__(self, problem: str, field: str):
+        self.problem, self.field = problem, field
+
+
+def _iter_json_file(path: Path) -> Iterator[tuple[str, int, Any]]:
+    raw = path.read_bytes()
+    if raw.startswith(b"\xef\xbb\xbf"):  # UTF-8 byte-order mark
+        raw = raw[3:]
+    first = raw.lstrip()[:1]
+    if path.suffix == ".json" and first == b"[":
+        yield from _iter_json_list(path, raw)
+        return
+    if path.suffix == ".json" and first != b"{" and first:
+        line = raw[:len(raw) - len(raw.lstrip())].count(b"\n") + 1
+        yield str(path), line, _RowError("expected a JSON list of records or JSON Lines", "json")
+        return
+    # JSON Lines (also accepted in a .json file that starts with an object)
+    for lineno, line in enumerate(raw.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as err:
+            yield str(path), lineno, _RowError(f"not valid UTF-8 (byte {err.start + 1} of the line)", "encoding")
+            continue
+        try:
+            yield str(path), lineno, json.loads(text)
+        except json.JSONDecodeError as err:
+            yield str(path), lineno, _RowError(f"invalid JSON: {err.msg} (column {err.colno})", "json")
+
+
+def _iter_json_list(path: Path, raw: bytes) -> Iterator[tuple[str, int, Any]]:
+    """Elements of a top-level JSON list, each with the line it starts on."""
+    file = str(path)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        # A whole-file format: one bad byte makes the file unreadable, so stop here.
+        yield file, raw[:err.start].count(b"\n") + 1, _RowError("not valid UTF-8", "encoding")
+        return
+    decoder = json.JSONDecoder()
+    pos = text.index("[") + 1
+    n = len(text)
+
+    def skip_ws(i: int) -> int:
+        while i < n and text[i] in " \t\r\n":
+            i += 1
+        return i
+
+    def line_of(i: int) -> int:
+        return text.count("\n", 0, i) + 1
+
+    pos = skip_ws(pos)
+    if pos < n and text[pos] == "]":
+        if skip_ws(pos + 1) != n:
+            yield file, line_of(skip_ws(pos + 1)), _RowError("invalid JSON: extra data after the list", "json")
+        return
+    while True:
+        pos = skip_ws(pos)
+        try:
+            obj, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as err:
+            yield file, err.lineno, _RowError(f"invalid JSON: {err.msg} (column {err.colno})", "json")
+            return
+        yield file, line_of(pos), obj
+        pos = skip_ws(end)
+        if pos < n and text[pos] == ",":
+            pos += 1
+            continue
+        if pos < n and text[pos] == "]":
+            rest = skip_ws(pos + 1)
+            if rest != n:
+                yield file, line_of(rest), _RowError("invalid JSON: extra data after the list", "json")
+            return
+        problem = "unterminated list" if pos >= n else f"expected ',' or ']' , got {text[pos]!r}"
+        yield file, line_of(min(pos, n - 1)), _RowError(f"invalid JSON: {problem}", "json")
+        return
+
+
+def _iter_hf_dataset(name: str, split: str) -> Iterator[tuple[str, int, Any]]:
+    try:
+        import datasets
+    except ImportError:  # pragma: no cover
+        raise PLWError("the `datasets` package is needed for Hugging Face data sets", file=name)
+    path = Path(name)
+    try:
+        if path.is_file() and path.suffix in (".parquet", ".csv"):
+            ds = datasets.load_dataset(path.suffix[1:], data_files=str(path), split=split)
+        else:
+            ds = datasets.load_dataset(name, split=split)
+    except Exception as err:  # datasets raises many types for a missing/unreadable data set
+        first = (str(err).splitlines() or [type(err).__name__])[0]
+        raise PLWError(f"cannot load data set: {first}", file=name) from None
+    where = f"{name}[{split}]"
+    for i, row in enumerate(ds, start=1):  # "line" = 1-based row number
+        yield where, i, row
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+
+def _check_columns(columns: dict | None) -> dict:
+    if not columns:
+        return {}
+    known = {f for fields in _FIELDS.values() for f, _ in fields}
+    for ours, theirs in columns.items():
+        if ours not in known:
+            raise PLWError(f"unknown field {ours!r} in column mapping; expected one of {', '.join(sorted(known))}",
+                           field="columns")
+        if not isinstance(theirs, str) or not theirs:
+            raise PLWError(f"column for {ours!r} must be a non-empty string", field="columns")
+    return dict(columns)
+
+
+def _detect(obj: dict) -> str | None:
+    if "messages" in obj:
+        return "chat"
+    if "completion" in obj or "prompt" in obj:
+        return "raw"
+    if "output" in obj or "instruction" in obj:
+        return "alpaca"
+    return None
+
+
+def _validate_rows(rows: Iterable[tuple[str, int, Any]], *, format: str, columns: dict,
+                   skip_invalid: bool, name: str) -> tuple[list[Record], LoadReport]:
+    report = LoadReport()
+    records: list[Record] = []
+    fmt = None if format == "auto" else format
+    last_file = None
+    for file, line, obj in rows:
+        last_file = file
+        report.n_read += 1
+        try:
+            if isinstance(obj, _RowError):
+                raise PLWError(obj.problem, file=file, line=line, field=obj.field)
+            if columns:
+                obj = _apply_columns(obj, columns)
+            if not isinstance(obj, dict):
+                raise PLWError(f"expected a JSON object, got {_type_name(obj)}", file=file, line=line, field="record")
+            detected = _detect(obj)
+            if fmt is None:
+                if detected is None:
+                    raise PLWError("unrecognised record: expected instruction/output (alpaca), "
+                                   "prompt/completion (raw) or messages (chat)", file=file, line=line,
+                                   field="record")
+                fmt = detected
+            elif detected is not None and detected != fmt and format == "auto":
+                raise PLWError(f"{detected} record in a {fmt} data set", file=file, line=line, field="record")
+            records.append(_make_record(obj, fmt, f"{file}:{line}", file, line))
+        except PLWError as err:
+            if not skip_invalid:
+                raise
+            problem = f"{err.field}: {_problem_kind(err.problem)}"
+            report.skipped[problem] += 1
+            report.examples.setdefault(problem, f"{err.file}:{err.line}")
+    if not records:
+        if report.n_read == 0:
+            raise PLWError("no records", file=name, line=1, field="data")
+        raise PLWError(f"no valid records ({report.summary()})", file=last_file, line=1, field="data")
+    return records, report
+
+
+def _problem_kind(problem: str) -> str:
+    """Group problems for the skip report (drop per-record detail such as column numbers)."""
+    return problem.split(" (")[0].split(": ")[0]
+
+
+def _apply_columns(obj: Any, columns: dict) -> Any:
+    if not isinstance(obj, dict):
+        return obj
+    out = dict(obj)
+    for ours, theirs in columns.items():
+        if theirs in obj:
+            out[ours] = obj[theirs]
+    return out
+
+
+def _type_name(v: Any) -> str:
+    return {type(None): "null", bool: "a boolean", int: "a number", float: "a number", str: "a string",
+            list: "a list", dict: "an object"}.get(type(v), type(v).__name__)
+
+
+def _string(obj: dict, name: str, required: bool, file: str, line: int, *, nonempty: bool = False,
+            problem_empty: str = "empty") -> str:
+    if name not in obj or (obj[name] is None and not required):
+        if required:
+            raise PLWError("missing", file=file, line=line, field=name)
+        return ""
+    value = obj[name]
+    if not isinstance(value, str):
+        raise PLWError(f"expected a string, got {_type_name(value)}", file=file, line=line, field=name)
+    if nonempty and not value.strip():
+        raise PLWError(problem_empty, file=file, line=line, field=name)
+    return value
+
+
+def _make_record(obj: dict, fmt: str, source: str, file: str, line: int) -> Record:
+    if fmt == "alpaca":
+        return Record(
+            instruction=_string(obj, "instruction", True, file, line, nonempty=True, problem_empty="empty instruction"),
+            input=_string(obj, "input", False, file, line),
+            output=_string(obj, "output", True, file, line, nonempty=True, problem_empty="empty completion"),
+            source=source)
+    if fmt == "raw":
+        return Record(prompt=_string(obj, "prompt", True, file, line),
+                      completion=_string(obj, "completion", True, file, line, nonempty=True,
+                                         problem_empty="empty completion"),
+                      source=source)
+    return Record(messages=_messages(obj, file, line), source=source)
+
+
+def _messages(obj: dict, file: str, line: int) -> tuple[dict, ...]:
+    if "messages" not in obj:
+        raise PLWError("missing", file=file, line=line, field="messages")
+    msgs = obj["messages"]
+    if not isinstance(msgs, list):
+        raise PLWError(f"expected a list of messages, got {_type_name(msgs)}", file=file, line=line, field="messages")
+    if not msgs:
+        raise PLWError("empty conversation", file=file, line=line, field="messages")
+    out = []
+    for i, m in enumerate(msgs):
+        where = f"messages[{i}]"
+        if not isinstance(m, dict):
+            raise PLWError(f"expected an object, got {_type_name(m)}", file=file, line=line, field=where)
+        role = m.get("role")
+        if role is None:
+            raise PLWError("missing", file=file, line=line, field=f"{where}.role")
+        if role not in ROLES:
+            raise PLWError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}", file=file, line=line,
+                           field=f"{where}.role")
+        content = m.get("content")
+        if content is None:
+            raise PLWError("missing", file=file, line=line, field=f"{where}.content")
+        if not isinstance(content, str):
+            raise PLWError(f"expected a string, got {_type_name(content)}", file=file, line=line,
+                           field=f"{where}.content")
+        out.append({"role": role, "content": content})
+    assistant = [i for i, m in enumerate(out) if m["role"] == "assistant"]
+    if not assistant:
+        raise PLWError("no assistant turn", file=file, line=line, field="messages")
+    last = assistant[-1]
+    if not out[last]["content"].strip():
+        raise PLWError("empty completion", file=file, line=line, field=f"messages[{last}].content")
+    return tuple(out)
+
+
+def parse_columns(specs: Iterable[str]) -> dict:
+    """CLI helper: ["instruction=question", "output=answer"] -> {"instruction": "question", ...}."""
+    out = {}
+    for spec in specs:
+        ours, sep, theirs = spec.partition("=")
+        if not sep or not ours or not theirs:
+            raise PLWError(f"expected FIELD=COLUMN, got {spec!r}", field="column")
+        out[ours.strip()] = theirs.strip()
+    return _check_columns(out)
