@@ -142,7 +142,7 @@ def generation_metrics(run: Run, model, tokenizer, train_records: list, *,
 
     ev = run.eval
     out: dict[str, Any] = {}
-    template = run.dataset.template or run.train_overrides.get("template", "alpaca")
+    template = resolve_template(run, train_records)
     common = dict(template=template, max_new_tokens=ev["max_new_tokens"],
                   batch_size=ev["batch_size"], progress=progress)
     if ev["generation_prompts"] > 0:
@@ -157,6 +157,15 @@ def generation_metrics(run: Run, model, tokenizer, train_records: list, *,
         out.update(memorization_bleu=float(rep.score), memorization_signature=rep.signature,
                    memorization_n=rep.n)
     return out
+
+
+def resolve_template(run: Run, records: list) -> str:
+    """The run's template; "auto" (each record's own format) becomes the data's commonest format."""
+    template = run.dataset.template or run.train_overrides.get("template", "auto")
+    if template != "auto":
+        return template
+    formats = [r.format for r in records]
+    return max(set(formats), key=formats.count) if formats else "alpaca"
 
 
 # Held-out synthetic instructions (a seed no built-in data set uses by default).
@@ -194,7 +203,7 @@ def judge_rows_for(run: Run, model, tokenizer, *, progress: bool = True) -> list
 
     config = {k: v for k, v in judge.items() if k not in ("reference_file", "limit")}
     ref = load_alpaca_eval(judge.get("reference_file"), limit=judge.get("limit"))
-    template = run.dataset.template or run.train_overrides.get("template", "alpaca")
+    template = resolve_template(run, [])
     gens = generation_lengths(model, tokenizer, ref.instructions, template=template,
                               max_new_tokens=run.eval["max_new_tokens"],
                               batch_size=run.eval["batch_size"], progress=progress)

@@ -100,7 +100,7 @@ def _dataset_tokens(run: Run, cfg) -> tuple[int, int] | None:
         tok = tokenizer_for(run)
         texts = []
         for r in records:
-            prompt, completion = render(r, cfg.template, tok)
+            prompt, completion = render(r, r.format if cfg.template == "auto" else cfg.template, tok)
             texts.append(prompt + completion)
         counts = count_tokens(tok, texts)
     except Exception:  # e.g. a hub dataset offline: the plan still prints, without tokens
