@@ -52,11 +52,22 @@ def _as_alpaca(record: Record) -> Record:
 
 @dataclass
 class InversionResult:
+    """The new data set (iterating the result yields its records) with before/after statistics."""
+
     records: list[Record]
     inverted: list[int]          # indices of inverted instances
     before: DatasetStats
     after: DatasetStats
     target_ratio: float | None
+
+    def __iter__(self):
+        return iter(self.records)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i):
+        return self.records[i]
 
     @property
     def n_inverted(self) -> int:
