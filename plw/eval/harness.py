@@ -1,0 +1,171 @@
+"""Benchmark evaluation of an in-memory model through lm-evaluation-harness.
+
+`evaluate(model, tokenizer, suite)` wraps the model with lm-eval's `HFLM` (no re-download,
+no re-load), resolves the suite to lm-eval tasks, runs `lm_eval.evaluator.evaluate` and
+returns one row per benchmark: `{"benchmark", "metric", "score", "group"}`, where group is
+"mc" (loglikelihood multiple choice) or "gen" (generation).
+
+Suites: "builtin" (held-out synthetic tasks, no files), "offline" (PIQA + TruthfulQA-MC2
+from local files), "paper" (the paper's lm-eval suite; needs the hub), or a list mixing
+suite names, plw task names (`piqa`, `truthfulqa_mc2`, `truthfulqa_gen`, `builtin_mc`,
+`builtin_gen`) and lm-eval registry task names (then every metric is reported).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from pathlib import Path
+from typing import Sequence
+
+from plw.errors import PLWError
+from plw.eval.spec import TaskSpec
+
+SUITES = ("builtin", "offline", "paper")
+OFFLINE_TASKS = ("piqa", "truthfulqa_mc2")
+BUILTIN_TASKS = ("builtin_mc", "builtin_gen")
+LOCAL_TASKS = ("piqa", "truthfulqa_mc2", "truthfulqa_gen")
+
+
+def _plw_task(name: str, tokenizer, data_dir) -> TaskSpec:
+    from plw.eval import builtin_tasks, local_tasks
+
+    if name == "piqa":
+        return TaskSpec("piqa", local_tasks.piqa_task(data_dir), "acc")
+    if name == "truthfulqa_mc2":
+        return TaskSpec("truthfulqa_mc2", local_tasks.truthfulqa_mc2_task(data_dir), "acc")
+    if name == "truthfulqa_gen":
+        return TaskSpec("truthfulqa_gen", local_tasks.truthfulqa_gen_task(data_dir), "bleu_acc")
+    if name == "builtin_mc":
+        return TaskSpec("builtin_mc", builtin_tasks.builtin_mc_task(tokenizer), "acc")
+    if name == "builtin_gen":
+        return TaskSpec("builtin_gen", builtin_tasks.builtin_gen_task(tokenizer), "exact_match")
+    raise KeyError(name)
+
+
+def resolve_suite(suite: str | Sequence[str], tokenizer=None, *, data_dir=None,
+                  task_manager=None) -> list[TaskSpec]:
+    """The task specs of a suite name or of a list of suite/task names (unknown → PLWError)."""
+    from plw.eval.paper import paper_specs
+
+    names = [suite] if isinstance(suite, str) else list(suite)
+    if not names:
+        raise PLWError("empty list of tasks", field="suite")
+    expanded: list[str | TaskSpec] = []
+    for name in names:
+        if not isinstance(name, str):
+            raise PLWError(f"task names must be strings, got {name!r}", field="suite")
+        if name == "paper":
+            expanded += paper_specs()
+        elif name == "offline":
+            expanded += OFFLINE_TASKS
+        elif name == "builtin":
+            expanded += BUILTIN_TASKS
+        elif name in LOCAL_TASKS or name in BUILTIN_TASKS:
+            expanded.append(name)
+        else:
+            if task_manager is None:  # indexing lm-eval's task YAMLs takes seconds: once
+                task_manager = _task_manager(None)
+            if name not in task_manager.all_tasks:
+                raise PLWError(f"unknown task {name!r} (suites: {', '.join(SUITES)}; plw tasks: "
+                               f"{', '.join(LOCAL_TASKS + BUILTIN_TASKS)}; or an lm-eval task)",
+                               field="suite")
+            expanded.append(TaskSpec(name, name, metric="*"))
+    benchmarks = [e.benchmark if isinstance(e, TaskSpec) else e for e in expanded]
+    for b in benchmarks:
+        if benchmarks.count(b) > 1:
+            raise PLWError(f"benchmark {b!r} requested twice", field="suite")
+    # Build plw's own tasks only now: they read their files, which may fail.
+    return [e if isinstance(e, TaskSpec) else _plw_task(e, tokenizer, data_dir) for e in expanded]
+
+
+def _task_manager(include_path):
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=[str(p) for p in include_path] if include_path else None)
+
+
+@contextlib.contextmanager
+def _quiet_lm_eval(verbose: bool):
+    """lm-eval logs several warnings per task at INFO/WARNING; keep them out of sweeps."""
+    logger = logging.getLogger("lm_eval")
+    old = logger.level
+    if not verbose:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(old)
+
+
+@contextlib.contextmanager
+def _eval_mode(model):
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def evaluate(model, tokenizer, suite: str | Sequence[str] = "builtin", *,
+             limit: int | float | None = None, batch_size: int = 8,
+             data_dir: str | Path | None = None, include_path=None,
+             max_length: int | None = None, fewshot_seed: int = 1234,
+             all_metrics: bool = False, verbose: bool = False) -> list[dict]:
+    """Evaluate an in-memory causal LM on a suite; one row per benchmark (or per metric).
+
+    `limit` caps the documents per task (a fraction when < 1), for quick runs.
+    `include_path` adds directories of lm-eval task YAMLs whose names `suite` may use.
+    `all_metrics` reports every metric of every task instead of each benchmark's primary one.
+    """
+    from lm_eval import evaluator
+    from lm_eval.models.huggingface import HFLM
+
+    needs_registry = include_path is not None or any(
+        n not in SUITES + LOCAL_TASKS + BUILTIN_TASKS for n in ([suite] if isinstance(suite, str)
+                                                                else suite))
+    with _quiet_lm_eval(verbose):
+        tm = _task_manager(include_path) if needs_registry else None
+        specs = resolve_suite(suite, tokenizer, data_dir=data_dir, task_manager=tm)
+        if tm is None:
+            from lm_eval.tasks import TaskManager
+
+            # Inline configs only: skip indexing lm-eval's thousands of task YAMLs.
+            tm = TaskManager(include_defaults=False)
+        loaded = tm.load([s.task for s in specs])
+        for spec in specs:
+            task = loaded["tasks"][spec.task_name]
+            task.set_config(key="num_fewshot", value=spec.num_fewshot)
+            task.set_fewshot_seed(seed=fewshot_seed)
+
+        with _eval_mode(model):  # HFLM itself switches the model to eval mode
+            lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
+                      max_length=max_length)
+            out = evaluator.evaluate(lm=lm, task_dict=loaded, limit=limit, bootstrap_iters=0,
+                                     log_samples=False)
+    return _rows(specs, loaded, out["results"], all_metrics)
+
+
+def _rows(specs: list[TaskSpec], loaded: dict, results: dict, all_metrics: bool) -> list[dict]:
+    rows = []
+    for spec in specs:
+        task = loaded["tasks"][spec.task_name]
+        group = "mc" if task.get_config("output_type") in ("multiple_choice", "loglikelihood") \
+            else "gen"
+        scores = {k.split(",")[0]: v for k, v in results[spec.task_name].items()
+                  if "," in k and "_stderr" not in k and isinstance(v, (int, float))}
+        if all_metrics or spec.metric == "*":
+            picked = sorted(scores)
+        else:
+            if spec.metric not in scores:
+                raise RuntimeError(f"{spec.task_name}: metric {spec.metric} missing from "
+                                   f"lm-eval results {sorted(scores)}")
+            picked = [spec.metric]
+        for metric in picked:
+            score = float(scores[metric])
+            rows.append({"benchmark": spec.benchmark, "metric": metric,
+                         "score": score if math.isfinite(score) else float("nan"),
+                         "group": group})
+    return rows

@@ -1,0 +1,27 @@
+"""A benchmark as plw runs and reports it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One benchmark: the lm-eval task (registry name or config dict) and how plw reports it."""
+
+    benchmark: str           # name in plw's results table
+    task: str | dict         # lm-eval registry name or inline config
+    metric: str              # primary metric reported as the benchmark's score
+    num_fewshot: int = 0
+
+    @property
+    def task_name(self) -> str:
+        return self.task if isinstance(self.task, str) else self.task["task"]
+
+
+def in_memory_dataset(docs: list[dict], **_metadata):
+    """lm-eval `custom_dataset` hook (it passes the task metadata as keyword arguments):
+    the documents as the task's validation split, built in memory, never cached on disk."""
+    import datasets
+
+    return datasets.DatasetDict({"validation": datasets.Dataset.from_list(docs)})
