@@ -195,14 +195,17 @@ def conclusion(name: str, g: dict) -> str:
             f"with PLW over [0, 1] without an interior peak.{conv}")
 
 
-def analyze_table(df, scores: str = "minmax") -> dict:
-    """Run every analysis that the table supports. `df` comes from `results.load_results`."""
+def analyze_table(df, scores: str = "minmax", step=None) -> dict:
+    """Run every analysis that the table supports. `df` comes from `results.load_results`;
+    `step(description)` is called as each piece of work starts (for progress bars)."""
+    step = step or (lambda _desc: None)
     if scores not in SCORES:
         raise ValueError(f"scores must be one of {SCORES}")
     bench = benchmark_rows(df)
     out = {"scores": scores, "p_exponent": P_EXPONENT, "n_rows": int(len(df)),
            "n_benchmark_rows": int(len(bench)), "groups": {}}
     for name, d in group_frames(bench):
+        step(f"fitting group {name}")
         g = {"n": int(len(d)), "benchmarks": sorted(d["benchmark"].unique()),
              "models": sorted(d["model"].unique()), "plw_levels": sorted(float(x) for x in d["plw"].unique())}
         if "ratio" in d.columns and d["ratio"].notna().any():
@@ -219,6 +222,7 @@ def analyze_table(df, scores: str = "minmax") -> dict:
             g["regularizers"] = reg
         out["groups"][name] = g
     _holm_over_groups(out)
+    step("fitting the GAM")
     out["gam"] = fit_gams(bench, scores)
     for name, g in out["groups"].items():
         g["gam"] = _group_gam(out["gam"], g)

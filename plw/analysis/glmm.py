@@ -61,10 +61,18 @@ class GLMMFit:
     hessian_pd: bool
     theta: np.ndarray
     names: list
+    singular: bool = False
 
     @property
     def aic(self) -> float:
         return -2 * self.logLik + 2 * self.n_params
+
+
+def _loglik(eta, y, phi):
+    mu = np.clip(special.expit(eta), 1e-15, 1 - 1e-15)
+    a, c = mu * phi, (1 - mu) * phi
+    return (special.gammaln(phi) - special.gammaln(a) - special.gammaln(c)
+            + (a - 1) * np.log(y) + (c - 1) * np.log1p(-y))
 
 
 def _loglik_derivs(eta, y, phi, order=3):
@@ -76,14 +84,14 @@ def _loglik_derivs(eta, y, phi, order=3):
     ll = special.gammaln(phi) - special.gammaln(a) - special.gammaln(c) + (a - 1) * ly + (c - 1) * l1y
     g = mu * (1 - mu)
     D = (ly - l1y) - (special.digamma(a) - special.digamma(c))
-    t1a, t1c = special.polygamma(1, a), special.polygamma(1, c)
+    t1a, t1c = special.zeta(2, a), special.zeta(2, c)          # trigamma (polygamma is slower)
     T1 = t1a + t1c
     d1 = phi * g * D
     g1 = g * (1 - 2 * mu)
     d2 = phi * g1 * D - phi**2 * g**2 * T1
     out = {"ll": ll, "d1": d1, "d2": d2, "fisher": phi**2 * g**2 * T1}
     if order >= 3:
-        t2a, t2c = special.polygamma(2, a), special.polygamma(2, c)
+        t2a, t2c = -2 * special.zeta(3, a), -2 * special.zeta(3, c)   # tetragamma
         T2 = t2a - t2c
         g2 = g1 * (1 - 2 * mu) - 2 * g**2
         out["d3"] = phi * g2 * D - 3 * phi**2 * g * g1 * T1 - phi**3 * g**3 * T2
@@ -160,11 +168,11 @@ class BetaGLMM:
         b = b0.copy()
 
         def joint(bv):
-            der = _loglik_derivs(Xb + self.Z @ bv, self.y, phi, order=2)
-            return -der["ll"].sum() + 0.5 * bv @ P @ bv, der
+            return -_loglik(Xb + self.Z @ bv, self.y, phi).sum() + 0.5 * bv @ P @ bv
 
-        f, der = joint(b)
+        f = joint(b)
         for _ in range(100):
+            der = _loglik_derivs(Xb + self.Z @ b, self.y, phi, order=2)
             grad = -self.Z.T @ der["d1"] + P @ b
             w = -der["d2"]
             H = self.Z.T @ (w[:, None] * self.Z) + P
@@ -177,17 +185,16 @@ class BetaGLMM:
                 step = -np.linalg.solve(Hf, grad)
             t = 1.0
             while True:
-                fn, dn = joint(b + t * step)
+                fn = joint(b + t * step)
                 if np.isfinite(fn) and fn <= f + 1e-12 * abs(f):
                     break
                 t *= 0.5
                 if t < 1e-10:
-                    fn, dn = f, der
-                    t = 0.0
+                    fn, t = f, 0.0
                     break
             b = b + t * step
             conv = np.max(np.abs(t * step)) < 1e-11 or abs(f - fn) < 1e-14 * max(1.0, abs(f))
-            f, der = fn, dn
+            f = fn
             if conv or t == 0.0:
                 break
         return b
@@ -260,21 +267,28 @@ class BetaGLMM:
         theta = [beta, [math.log(phi)]] + [np.zeros(m) for m in self.ntheta]
         return np.concatenate(theta)
 
-    def fit(self, start=None, gtol=1e-6) -> GLMMFit:
+    def fit(self, start=None, gtol=1e-6, maxiter=200) -> GLMMFit:
         t0 = time.perf_counter()
         x0 = self.start() if start is None else np.asarray(start, dtype=float)
         self._b = np.zeros(self.q)
-        res = optimize.minimize(self.objective, x0, jac=True, method="BFGS",
-                                options={"gtol": gtol, "maxiter": 1000})
+        history = []
+
+        def stall(intermediate_result):
+            # A singular random-effect covariance sends its parameters off to infinity while the
+            # likelihood no longer moves: stop instead of chasing the boundary for ever.
+            # (1e-3 in log-likelihood over 20 iterations is far below what any test can resolve)
+            history.append(intermediate_result.fun)
+            if len(history) > 20 and history[-21] - history[-1] < 1e-3:
+                raise StopIteration
+
+        res = optimize.minimize(self.objective, x0, jac=True, method="BFGS", callback=stall,
+                                options={"gtol": gtol, "maxiter": maxiter})
         theta = res.x
-        # polish with Newton steps on the finite-difference Hessian of the analytic gradient
-        H = self.hessian(theta)
-        for _ in range(3):
+        # polish with quasi-Newton steps (BFGS's inverse Hessian) to a tight gradient
+        Hinv = getattr(res, "hess_inv", None)
+        for _ in range(3 if isinstance(Hinv, np.ndarray) else 0):
             f, gr = self.objective(theta)
-            try:
-                step = np.linalg.solve(H, gr)
-            except np.linalg.LinAlgError:
-                break
+            step = Hinv @ gr
             if not np.all(np.isfinite(step)) or np.max(np.abs(step)) > 1.0:
                 break
             fn, _ = self.objective(theta - step)
@@ -284,8 +298,45 @@ class BetaGLMM:
             if np.max(np.abs(step)) < 1e-10:
                 break
         H = self.hessian(theta)
+        keep, _ = self._kept(theta)
+        if len(keep) < len(theta):
+            # singular fit: finish the other parameters by Newton with the flat ones held fixed
+            for _ in range(10):
+                f, gr = self.objective(theta)
+                Hk = H[np.ix_(keep, keep)]
+                try:
+                    step = np.linalg.solve(Hk, gr[keep])
+                except np.linalg.LinAlgError:
+                    break
+                t = 1.0
+                while t > 1e-4:
+                    trial = theta.copy()
+                    trial[keep] -= t * step
+                    if self.objective(trial, grad=False) <= f:
+                        break
+                    t *= 0.5
+                else:
+                    break
+                theta = trial
+                if np.max(np.abs(t * step)) < 1e-9:
+                    break
+                H = self.hessian(theta)
         nll, gr = self.objective(theta)
         return self._summarise(theta, nll, gr, H, res, time.perf_counter() - t0)
+
+    def _kept(self, theta):
+        """Indices of parameters that are not in a singular random-effect term, and whether any is."""
+        keep, pos, singular = list(range(self.p + 1)), self.p + 1, False
+        for m, (Lam, _, _) in zip(self.ntheta, self._precisions(theta)):
+            Sig = np.linalg.inv(Lam)
+            sd = np.sqrt(np.diag(Sig))
+            corr_min = np.linalg.eigvalsh(Sig / np.outer(sd, sd)).min()
+            if sd.min() < 1e-4 or corr_min < 1e-4:
+                singular = True
+            else:
+                keep += list(range(pos, pos + m))
+            pos += m
+        return np.array(keep), singular
 
     def hessian(self, theta, h=1e-5):
         k = len(theta)
@@ -303,28 +354,36 @@ class BetaGLMM:
         return 0.5 * (H + H.T)
 
     def _summarise(self, theta, nll, gr, H, res, secs) -> GLMMFit:
-        eig = np.linalg.eigvalsh(H)
-        pd = bool(eig.min() > 0)
-        try:
-            cov = np.linalg.inv(H)
-        except np.linalg.LinAlgError:
-            cov = np.full_like(H, np.nan)
+        pd = bool(np.linalg.eigvalsh(H).min() > 0)
+        # A singular random-effect covariance (a variance -> 0 or a correlation -> +-1) leaves flat
+        # directions in its parameters, which then drift off to infinity. Hold such a term's
+        # parameters fixed (as for a singular lme4/glmmTMB fit) and take the SEs from the rest.
+        keep, singular = self._kept(theta)
+        Hk = H[np.ix_(keep, keep)]
+        pd_k = bool(np.linalg.eigvalsh(Hk).min() > 0)
+        cov = np.linalg.inv(Hk) if pd_k else np.full_like(Hk, np.nan)
         covb = cov[:self.p, :self.p]
-        se = np.sqrt(np.clip(np.diag(covb), 0, None)) if pd else np.full(self.p, np.nan)
+        se = np.sqrt(np.clip(np.diag(covb), 0, None))
         re_cov = {}
         for t, (Lam, _, _) in zip(self.terms, self._precisions(theta)):
             re_cov[t.name] = np.linalg.inv(Lam).tolist()
-        max_grad = float(np.max(np.abs(gr)))
-        converged = bool(np.isfinite(nll) and pd and max_grad < 1e-3)
-        msg = "ok" if converged else (
-            "Hessian not positive definite (a variance may be at its boundary)" if not pd
-            else f"gradient not small (max |g| = {max_grad:.2g})")
+        max_grad = float(np.max(np.abs(gr[keep])))
+        converged = bool(np.isfinite(nll) and pd_k and max_grad < 1e-3)
+        if not pd_k:
+            msg = "Hessian not positive definite"
+        elif max_grad >= 1e-3:
+            msg = f"gradient not small (max |g| = {max_grad:.2g})"
+        elif singular:
+            msg = ("singular fit: a random-effect variance is ~0 or a correlation is ~+-1 "
+                   "(the random-effect structure is richer than the data support)")
+        else:
+            msg = "ok"
         return GLMMFit(
             fixef=dict(zip(self.xnames, theta[:self.p].tolist())),
             se=dict(zip(self.xnames, se.tolist())), cov_fixef=covb, logLik=float(-nll),
             phi=float(math.exp(theta[self.p])), re_cov=re_cov, converged=converged, message=msg,
             n=self.n, n_params=self.k, iterations=int(res.nit), time_s=secs, max_grad=max_grad,
-            hessian_pd=pd, theta=theta, names=list(self.xnames))
+            hessian_pd=pd, theta=theta, names=list(self.xnames), singular=singular)
 
 
 def _codes(values):
