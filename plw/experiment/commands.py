@@ -57,7 +57,7 @@ def plan_cmd(
     time_s = "?" if any(s is None for s in secs) else _fmt_s(sum(secs))
     console.print(f"{len(planned)} runs: {counts['finished']} finished, {counts['partial']} interrupted "
                   f"(restart), {counts['pending']} pending. To run: ≈{tok_s} training tokens, "
-                  f"≈{time_s} on the {sweep.backend} backend (sequential).")
+                  f"≈{time_s} on the {sweep.backend} backend (sequential).", soft_wrap=True)
 
 
 @sweep_app.command("run")
@@ -116,8 +116,8 @@ def results_cmd(
     cols = [c for c in ("run_id", "model", "dataset", "ratio", "plw", "regularizer", "seed", "benchmark",
                         "metric", "score", "group", "loss_rsd", "memorization_bleu", "generation_length")
             if c in shown.columns]
-    n_runs = shown["run_id"].nunique() if "run_id" in shown.columns else "?"
-    table = Table(title=f"{store}: {len(df)} rows, {n_runs} runs", title_justify="left")
+    n_runs = df["run_id"].nunique() if "run_id" in df.columns else "?"
+    table = Table(title=str(store), title_justify="left")
     for c in cols:
         table.add_column(c, justify="right" if shown[c].dtype.kind in "fi" else "left")
     for _, row in shown.head(rows).iterrows():
@@ -126,6 +126,7 @@ def results_cmd(
     console.print(table)
     if len(shown) > rows:
         console.print(f"… {len(shown) - rows} more rows (--rows N, or export with --csv/--parquet)")
+    console.print(f"{len(df)} rows, {n_runs} runs", soft_wrap=True)
     for path in (csv, parquet):
         if path is not None:
             console.print(f"wrote {path}")

@@ -1,0 +1,89 @@
+"""Grid expansion and stable run IDs."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import textwrap
+
+import pytest
+
+from plw import P_EXPONENT
+from plw.errors import PLWError
+from plw.experiment.grid import canonical_json, expand
+from plw.experiment.spec import load_spec
+
+
+def _spec(tmp_path, text, name="s.yaml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return load_spec(path)
+
+
+BASE = """\
+    name: g
+    plw: [0, 0.01, 1]
+    models: [builtin:tiny, my/model]
+    datasets: [builtin:short, "invert(builtin:long, target_ratio=0.042)"]
+    regularizers:
+      - none
+      - {name: ls, plw: [0, 1], train: {regularisers: {label_smoothing: 0.1}}}
+    seeds: [1, 2]
+    train: {learning_rate: 0.001, num_epochs: 1}
+    """
+
+
+def test_full_factorial_with_regularizer_levels(tmp_path):
+    runs = expand(_spec(tmp_path, BASE))
+    # models × datasets × (3 PLW for none + 2 PLW for ls) × seeds
+    assert len(runs) == 2 * 2 * (3 + 2) * 2
+    assert len({r.run_id for r in runs}) == len(runs)
+    cells = {(r.model, r.dataset.name, r.regularizer.name, r.plw, r.seed) for r in runs}
+    expected = set(itertools.product(["builtin:tiny", "my/model"], ["builtin:short", "invert(builtin:long, target_ratio=0.042)"],
+                                     ["none"], [0.0, 0.01, 1.0], [1, 2]))
+    expected |= set(itertools.product(["builtin:tiny", "my/model"], ["builtin:short", "invert(builtin:long, target_ratio=0.042)"],
+                                      ["ls"], [0.0, 1.0], [1, 2]))
+    assert cells == expected
+    ls = next(r for r in runs if r.regularizer.name == "ls")
+    assert ls.train_overrides == {"learning_rate": 0.001, "num_epochs": 1,
+                                  "regularisers": {"label_smoothing": 0.1}}
+    cfg = ls.train_config("data.jsonl", "/out")
+    assert cfg["prompt_loss_weight"] == ls.plw and cfg["seed"] == ls.seed and cfg["data"] == "data.jsonl"
+
+
+def test_run_id_is_hash_of_canonical_config(tmp_path):
+    run = expand(_spec(tmp_path, BASE))[0]
+    digest = hashlib.sha256(canonical_json(run.config).encode()).hexdigest()
+    assert run.config_hash == digest and run.run_id == digest[:12]
+    # The hashed config is self-describing.
+    cfg = json.loads(canonical_json(run.config))
+    assert cfg["plw"] == run.plw and cfg["seed"] == run.seed and cfg["model"] == run.model
+    assert run.wp == pytest.approx(run.plw ** P_EXPONENT) if run.plw else run.wp == 0.0
+
+
+def test_run_ids_stable_across_order_spelling_and_location(tmp_path):
+    a = expand(_spec(tmp_path, BASE, "a.yaml"))
+    reordered = BASE.replace("plw: [0, 0.01, 1]", "plw: [1, 1e-2, 0.0]") \
+                    .replace("seeds: [1, 2]", "seeds: [2, 1]") \
+                    .replace("learning_rate: 0.001", "learning_rate: 1.0e-3") \
+                    .replace("name: g", "name: g\n    output_dir: elsewhere/x")
+    b = expand(_spec(tmp_path, reordered, "b.yaml"))
+    assert {r.run_id for r in a} == {r.run_id for r in b}
+    # ... but any change that changes results gives new IDs.
+    c = expand(_spec(tmp_path, BASE.replace("num_epochs: 1", "num_epochs: 2"), "c.yaml"))
+    assert not ({r.run_id for r in a} & {r.run_id for r in c})
+    d = expand(_spec(tmp_path, BASE.rstrip(" ") + "    eval: {limit: 5}\n", "d.yaml"))
+    assert not ({r.run_id for r in a} & {r.run_id for r in d})
+
+
+def test_duplicate_factor_names_are_rejected(tmp_path):
+    spec = _spec(tmp_path, """\
+        name: dup
+        datasets: [builtin:short]
+        regularizers: [none, {name: none2}]
+        """)
+    # Different names, so different configs: allowed.
+    assert len(expand(spec)) == 20
+    with pytest.raises(PLWError, match="duplicate name"):
+        _spec(tmp_path, "name: d\ndatasets: [builtin:short, builtin:short]\n")
