@@ -42,9 +42,9 @@ def _load(data: Optional[str], builtin: bool, fmt: str, column: Optional[list[st
     columns = parse_columns(column or [])
     records, report = read_records(data, format=fmt, columns=columns, split=split, skip_invalid=skip_invalid)
     if report.n_skipped:
-        console.print(f"[yellow]warning:[/] {report.summary()}")
+        console.print("[yellow]warning:[/] " + report.summary().replace("[", r"\["), soft_wrap=True)
         for problem, where in report.examples.items():
-            console.print(f"  first '{problem}' at {where}")
+            console.print(f"  first '{problem}' at {where}", soft_wrap=True, markup=False)
     return data, records, report
 
 

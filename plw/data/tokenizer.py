@@ -72,6 +72,9 @@ def load_tokenizer(name_or_path: str | Path, *, trust_remote_code: bool = False)
                                        and not (path / "tokenizer.json").exists()):
             tok = _load_sentencepiece(path if path.suffix == ".model" else path / "tokenizer.model")
         else:
+            if path.is_dir() and not any((path / f).exists() for f in _TOKENIZER_FILES):
+                raise PLWError("cannot load tokenizer: no tokenizer files in this directory",
+                               file=str(name_or_path))
             from transformers import AutoTokenizer  # imports torch: only when needed
 
             tok = AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code)
@@ -82,6 +85,9 @@ def load_tokenizer(name_or_path: str | Path, *, trust_remote_code: bool = False)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
 
 
 def _load_sentencepiece(model_file: Path):
@@ -137,6 +143,7 @@ def _sentencepiece_tokenizer_class():
         def __init__(self, vocab_file, *, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
                      pad_token=None, add_bos_token=True, **kwargs):
             self.add_bos_token = add_bos_token
+            kwargs.setdefault("model_max_length", 4096)  # LLaMA-2's context
             kwargs.pop("legacy", None)
             # legacy=True: `_tokenize` is plain `sp.encode(text)`, dummy prefix included.
             super().__init__(vocab_file=vocab_file, legacy=True, bos_token=bos_token,
