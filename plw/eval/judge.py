@@ -82,6 +82,7 @@ class JudgeConfig(BaseModel):
     temperature: float = Field(0.0, ge=0.0)
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(3, ge=0)
+    retry_backoff_s: float = Field(1.0, ge=0, description="first retry delay; doubles")
     concurrency: int = Field(4, ge=1)
     prompt: str = Field("alpaca_eval_gpt4", description="'alpaca_eval_gpt4' (AlpacaEval 1's "
                         "annotator prompt), 'plw' (plw's own) or a path to a template file with "
@@ -205,7 +206,7 @@ def chat_completion(config: JudgeConfig, messages: list[dict]) -> str:
             retry, problem = False, f"judge server at {url} did not answer in the chat format"
         if not retry or attempt == config.max_retries:
             raise PLWError(problem, field="judge.base_url")
-        time.sleep(min(2.0 ** attempt, 30.0))
+        time.sleep(min(config.retry_backoff_s * 2.0 ** attempt, 60.0))
     raise AssertionError("unreachable")
 
 
