@@ -4,10 +4,12 @@ What mgcv does, reproduced here:
 - each margin is a cubic regression spline ("cr"): a natural cubic spline parameterised by its
   values at k knots placed at evenly spaced quantiles of the *unique* covariate values, with the
   exact penalty S = D^T B^-1 D of the integrated squared second derivative (Wood 2017, §5.3.1);
-- `te` reparameterises each margin so its coefficients are function values at k evenly spaced
-  points over the data range (mgcv's default np=TRUE), scales each marginal penalty by its largest
-  eigenvalue, forms the row-wise tensor product basis with penalties S_w (x) I and I (x) S_r, and
-  absorbs the sum-to-zero constraint through a QR null-space basis;
+- `te` scales each marginal penalty by its largest eigenvalue, forms the row-wise tensor product
+  basis with penalties S_w (x) I and I (x) S_r, and absorbs the sum-to-zero constraint through a
+  QR null-space basis. Its np=TRUE re-parameterisation (coefficients = values at evenly spaced
+  points) is *not* applied to "cr" margins, which are already value-parameterised: checked
+  against mgcv 1.8-41, where only np_reparam=False reproduces its optima on perturbed data
+  (the option is kept for other margins' behaviour and for that comparison);
 - the Gaussian identity model is a penalised least-squares fit whose two smoothing parameters
   minimise GCV, V = n ||y - A y||^2 / (n - tr A)^2 (mgcv's default for `gam()`).
 The optimal PLW per ratio maximises the smooth over a fine PLW grid; the benchmark factor only
@@ -79,10 +81,11 @@ class CRSpline:
 
 
 class TensorCR:
-    """te(w, r, k=(kw, kr)) with cr margins, built as mgcv builds it (np=TRUE, scaled penalties,
-    sum-to-zero constraint absorbed)."""
+    """te(w, r, k=(kw, kr)) with cr margins, built as mgcv builds it (scaled marginal penalties,
+    sum-to-zero constraint absorbed). Smoothing parameters are on plw's penalty scale, which
+    differs from mgcv's by a constant factor per penalty; fitted values do not depend on it."""
 
-    def __init__(self, w, r, k=(3, 3), np_reparam: bool = True):
+    def __init__(self, w, r, k=(3, 3), np_reparam: bool = False):
         self.margins, self.XP, self.S = [], [], []
         for x, kk in zip((w, r), k):
             sp = CRSpline(place_knots(x, kk))
@@ -129,7 +132,7 @@ class GAMFit:
         return B @ self.coef[self.n_param:]
 
 
-def fit_gam(w, r, y, benchmark=None, k=(3, 3), np_reparam=True) -> GAMFit:
+def fit_gam(w, r, y, benchmark=None, k=(3, 3), np_reparam=False) -> GAMFit:
     """Penalised least squares with two smoothing parameters chosen by GCV."""
     w, r, y = (np.asarray(a, dtype=float) for a in (w, r, y))
     n = y.size

@@ -166,6 +166,8 @@ class BetaGLMM:
         """Newton for the conditional mode b_hat of the joint log-density."""
         Xb = self.X @ beta
         b = b0.copy()
+        if self.q == 0:   # no random effects: nothing to integrate
+            return b
 
         def joint(bv):
             return -_loglik(Xb + self.Z @ bv, self.y, phi).sum() + 0.5 * bv @ P @ bv
