@@ -233,6 +233,7 @@ def train(config: TrainConfig | dict, *, progress: bool = True) -> TrainResult:
         disable_tqdm=True,
         dataloader_num_workers=0,
         use_cpu=not cuda,
+        ddp_find_unused_parameters=False,
         ddp_backend="gloo" if (world > 1 and not cuda) else None,
     )
     collator = PLWCollator(tokenizer.pad_token_id, packing=config.packing)
@@ -272,7 +273,9 @@ def train(config: TrainConfig | dict, *, progress: bool = True) -> TrainResult:
         if vals:
             metrics[f"train_{key}"] = vals[-1]
     if has_val:
-        metrics["val_completion_nll"] = trainer.evaluate()["eval_completion_nll"]
+        done = [r["eval_completion_nll"] for r in trainer.state.log_history
+                if "eval_completion_nll" in r and r.get("step") == trainer.state.global_step]
+        metrics["val_completion_nll"] = done[-1] if done else trainer.evaluate()["eval_completion_nll"]
     state = trainer.accelerator.get_state_dict(trainer.model)
     if state is not None and trainer.accelerator.is_main_process:
         current = _match_names(state, initial)

@@ -32,7 +32,7 @@ def main(out: str, per_device: int, grad_accum: int) -> None:
         output_dir=out, per_device_train_batch_size=per_device, gradient_accumulation_steps=grad_accum,
         learning_rate=1e-2, max_steps=3, optim="sgd", remove_unused_columns=False, report_to="none",
         use_cpu=True, disable_tqdm=True, train_sampling_strategy="sequential", save_strategy="no",
-        logging_steps=1, max_grad_norm=0, ddp_backend="gloo" if int(os.environ.get("WORLD_SIZE", 1)) > 1 else None)
+        logging_steps=1, max_grad_norm=0, ddp_find_unused_parameters=False, ddp_backend="gloo" if int(os.environ.get("WORLD_SIZE", 1)) > 1 else None)
     trainer = PLWTrainer(model=model, args=args, train_dataset=_ListDataset(rows),
                          data_collator=PLWCollator(tok.pad_token_id))
     trainer.train()
