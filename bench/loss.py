@@ -1,0 +1,295 @@
+"""Benchmark of the weighted loss alone (forward + backward): plw's chunked engine vs the baselines.
+
+    python bench/loss.py                      # CPU shapes (or GPU shapes when CUDA is available)
+    python bench/loss.py --quick              # one small shape, 3 steps (a smoke run)
+
+Each method runs in a fresh subprocess. Peak extra memory is, on CPU, the rise of the resident set
+(VmHWM after /proc/self/clear_refs, with glibc's mmap threshold fixed so that large tensors go back to
+the OS when freed) over the resident set before the timed steps; on GPU, max_memory_allocated minus
+memory_allocated before them. Both gradients (hidden and head) are kept alive to the end of each step
+in every method, so they count in every row. Time is the median of the timed steps. Ratios are
+against "hf_naive" (materialised fp32 logits + per-token CE weighted by hand) measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CPU_SHAPES = [(4096, 512, 32000), (8192, 1024, 32000)]
+GPU_SHAPES = [(4096, 4096, 128256), (16384, 4096, 128256)]
+METHODS = ["hf_naive", "trl_chunked", "cce", "liger", "plw"]
+SEQ = 512  # tokens per sequence: the N tokens form a [N / SEQ, SEQ] batch
+PLW = 0.1  # every row is kept (weight > 0), so every method does the same 6·N·d·V work
+MMAP_THRESHOLD = 1 << 20
+
+
+# ----------------------------------------------------------------------------------------- worker
+def _inputs(n, d, v, dtype, device):
+    import torch
+    g = torch.Generator().manual_seed(0)
+    b = max(1, n // SEQ)
+    hidden = torch.randn(b, n // b, d, generator=g).to(device, dtype).requires_grad_()
+    weight = (torch.randn(v, d, generator=g) / d ** 0.5).to(device, dtype).requires_grad_()
+    labels = torch.randint(0, v, (b, n // b), generator=g).to(device)
+    weights = torch.ones(b, n // b)
+    weights[:, : (n // b) // 4] = PLW  # first quarter of each sequence is "prompt"
+    return hidden, weight, labels, weights.to(device)
+
+
+def _method(name, hidden, weight, labels, weights):
+    """A closure computing the weighted loss (Σ w·ℓ / Σ w over shifted targets) by method `name`."""
+    import torch
+    import torch.nn.functional as F
+
+    y = labels[:, 1:].reshape(-1)
+    w = weights[:, 1:].reshape(-1).float()
+    z = w.sum()
+    d = hidden.shape[-1]
+
+    if name == "hf_naive":
+        def step():
+            logits = (hidden @ weight.t()).float()  # what HF's LlamaForCausalLM materialises
+            per = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), y, reduction="none")
+            return (per * w).sum() / z
+    elif name == "trl_chunked":
+        from torch.utils.checkpoint import checkpoint
+
+        def chunk_loss(h, yc, wc):
+            logits = (h @ weight.t()).float()
+            return (F.cross_entropy(logits, yc, reduction="none") * wc).sum()
+
+        def step():
+            h = hidden[:, :-1].reshape(-1, d)
+            total = 0.0
+            for s in range(0, h.shape[0], 1024):  # recompute-in-backward chunks, TRL/torchtune style
+                total = total + checkpoint(chunk_loss, h[s:s + 1024], y[s:s + 1024], w[s:s + 1024],
+                                           use_reentrant=False)
+            return total / z
+    elif name == "cce":
+        lce = _load_cce(hidden.is_cuda)
+
+        def step():
+            h = hidden[:, :-1].reshape(-1, d)
+            impl = "cce" if hidden.is_cuda else "torch_compile"
+            per = lce(h, weight, y, reduction="none", impl=impl)
+            return (per.float() * w).sum() / z
+    elif name == "liger":
+        if not hidden.is_cuda:
+            raise RuntimeError("skipped: Liger kernels are Triton (CUDA) only")
+        from liger_kernel.transformers.fused_linear_cross_entropy import LigerFusedLinearCrossEntropyLoss
+        fn = LigerFusedLinearCrossEntropyLoss(reduction="none")
+
+        def step():
+            per = fn(weight, hidden[:, :-1].reshape(-1, d), y)
+            return (per.float() * w).sum() / z
+    elif name == "plw":
+        from plw.loss import linear_cross_entropy
+
+        def step():
+            return linear_cross_entropy(hidden, weight, labels, weights).loss
+    else:
+        raise ValueError(name)
+    return step
+
+
+def _load_cce(cuda: bool):
+    """CCE's package __init__ imports its Triton kernels unconditionally on Linux; its `torch_compile`
+    implementation needs no Triton, so on CPU load that module alone."""
+    try:
+        from cut_cross_entropy import linear_cross_entropy
+        return linear_cross_entropy
+    except ImportError as e:
+        if cuda or "triton" not in str(e):
+            raise RuntimeError(f"skipped: cut-cross-entropy not importable ({e})") from e
+    import importlib.util
+    import types
+    spec = importlib.util.find_spec("cut_cross_entropy")
+    for k in [k for k in sys.modules if k.startswith("cut_cross_entropy")]:
+        del sys.modules[k]
+    pkg = types.ModuleType("cut_cross_entropy")
+    pkg.__path__ = list(spec.submodule_search_locations)
+    sys.modules["cut_cross_entropy"] = pkg
+    from cut_cross_entropy.torch_compile import torch_compile_linear_cross_entropy
+
+    def lce(e, c, targets, reduction, impl):
+        return torch_compile_linear_cross_entropy(e, c, targets, reduction=reduction)
+    return lce
+
+
+def _rss_bytes(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(field)
+
+
+def worker(args) -> dict:
+    import ctypes
+    import gc
+
+    import torch
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
+    hidden, weight, labels, weights = _inputs(args.n, args.d, args.v, dtype, device)
+    step = _method(args.worker, hidden, weight, labels, weights)
+
+    def run():
+        hidden.grad = weight.grad = None
+        loss = step()
+        loss.backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return float(loss)
+
+    loss = run()  # warm-up (and torch.compile's compilation)
+    hidden.grad = weight.grad = None
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        base = _rss_bytes("VmRSS")
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset VmHWM to the current RSS
+    times = []
+    for _ in range(args.steps):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    peak = (torch.cuda.max_memory_allocated() if device.type == "cuda" else _rss_bytes("VmHWM"))
+    return {"method": args.worker, "loss": loss, "time_s": statistics.median(times), "times_s": times,
+            "peak_extra_bytes": peak - base, "device": device.type}
+
+
+# ----------------------------------------------------------------------------------------- driver
+def exactness() -> dict:
+    """Max relative error (norm-wise, loss and both gradients) of the engine vs an fp64 reference."""
+    import torch
+    from plw.loss import linear_cross_entropy, weighted_cross_entropy
+
+    g = torch.Generator().manual_seed(1)
+    h64 = torch.randn(4, 128, 64, generator=g, dtype=torch.float64)
+    w64 = torch.randn(4096, 64, generator=g, dtype=torch.float64) / 8
+    labels = torch.randint(0, 4096, (4, 128), generator=g)
+    weights = torch.where(torch.rand(4, 128, generator=g) < 0.3, 0.1, 1.0).double()
+
+    def grads(fn, h, w):
+        h = h.clone().requires_grad_()
+        w = w.clone().requires_grad_()
+        loss = fn(h, w)
+        loss.backward()
+        return [t.double() for t in (loss.detach(), h.grad, w.grad)]
+
+    out = {}
+    for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        h, w = h64.to(dt), w64.to(dt)
+        # The reference sees the same rounded inputs, so only the engine's arithmetic is measured.
+        ref = grads(lambda h, w: weighted_cross_entropy(h @ w.t(), labels, weights).loss, h.double(), w.double())
+        got = grads(lambda h, w: linear_cross_entropy(h, w, labels, weights).loss, h, w)
+        out[name] = max(float((a - b).norm() / b.norm()) for a, b in zip(got, ref))
+    return out
+
+
+def machine() -> dict:
+    import torch
+    model = platform.processor()
+    try:
+        model = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    info = {"cpu": model, "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--n", type=int)
+    p.add_argument("--d", type=int)
+    p.add_argument("--v", type=int)
+    p.add_argument("--dtype", default=None, choices=["fp32", "bf16"])
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--quick", action="store_true", help="one small shape, 3 steps")
+    p.add_argument("--out", default=None, help="JSON path (default bench/results/loss_<device>.json)")
+    args = p.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return
+
+    import torch
+    cuda = torch.cuda.is_available()
+    shapes = GPU_SHAPES if cuda else CPU_SHAPES
+    dtype = args.dtype or ("bf16" if cuda else "fp32")
+    if args.n:
+        shapes = [(args.n, args.d, args.v)]
+    if args.quick:
+        shapes, args.steps = [(1024, 256, 8000)], 3
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(MMAP_THRESHOLD), PYTHONPATH=str(REPO))
+    env.pop("OMP_NUM_THREADS", None)  # use every core, as training would
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from plw.io import write_json_atomic
+    console = Console()
+    results = {"machine": machine(), "dtype": dtype, "steps": args.steps, "mmap_threshold": MMAP_THRESHOLD,
+               "exactness_max_rel_err": exactness(), "shapes": []}
+    console.print(f"exactness vs fp64 (max relative error): {results['exactness_max_rel_err']}")
+    for n, d, v in shapes:
+        rows = {}
+        for m in args.methods.split(","):
+            cmd = [sys.executable, __file__, "--worker", m, "--n", str(n), "--d", str(d), "--v", str(v),
+                   "--dtype", dtype, "--steps", str(args.steps)]
+            with console.status(f"N={n} d={d} V={v}: {m}"):
+                r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            if r.returncode == 0:
+                rows[m] = json.loads(r.stdout.strip().splitlines()[-1])
+            else:
+                last = (r.stderr.strip().splitlines() or ["failed"])[-1]
+                rows[m] = {"method": m, "skipped": last[:300]}
+        base = rows.get("hf_naive", {})
+        flops = 6 * n * d * v
+        itemsize = 2 if dtype == "bf16" else 4
+        ideal = (n * d + v * d) * itemsize  # the two gradients alone
+        for r in rows.values():
+            if "time_s" in r:
+                r["tflops"] = flops / r["time_s"] / 1e12
+                r["ideal_grad_bytes"] = ideal
+                if "time_s" in base:
+                    r["time_ratio"] = r["time_s"] / base["time_s"]
+                    r["mem_ratio"] = r["peak_extra_bytes"] / base["peak_extra_bytes"]
+        results["shapes"].append({"n": n, "d": d, "v": v, "flops_per_step": flops, "methods": rows})
+
+        t = Table(title=f"N={n} d={d} V={v} {dtype} (6NdV = {flops / 1e12:.2f} TFLOP)")
+        for col in ("method", "time s", "× naive", "peak extra MiB", "× naive", "TFLOP/s", "loss"):
+            t.add_column(col)
+        for m, r in rows.items():
+            if "time_s" not in r:
+                t.add_row(m, r["skipped"][:60], "", "", "", "", "")
+                continue
+            t.add_row(m, f"{r['time_s']:.3f}", f"{r.get('time_ratio', float('nan')):.2f}",
+                      f"{r['peak_extra_bytes'] / 2**20:.0f}", f"{r.get('mem_ratio', float('nan')):.3f}",
+                      f"{r['tflops']:.3f}", f"{r['loss']:.6f}")
+        console.print(t)
+    out = Path(args.out) if args.out else REPO / "bench" / "results" / f"loss_{'gpu' if cuda else 'cpu'}.json"
+    write_json_atomic(out, results)
+    console.print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
