@@ -261,8 +261,20 @@ def encode_with_offsets(tokenizer, texts: list[str], *, split_special_tokens: bo
         return []
     enc = tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True,
                     split_special_tokens=split_special_tokens)
-    return [(list(ids), [tuple(o) for o in offs])
+    return [(list(ids), _untrim(tokenizer, ids, [tuple(o) for o in offs]))
             for ids, offs in zip(enc["input_ids"], enc["offset_mapping"])]
+
+
+def _untrim(tokenizer, ids, offsets):
+    """Undo `trim_offsets`: a whitespace-only token trimmed to zero width at s really spans [s-k, s)."""
+    out = offsets
+    for i, (s, e) in enumerate(offsets):
+        if s == e:
+            text = tokenizer.convert_tokens_to_string(tokenizer.convert_ids_to_tokens([ids[i]]))
+            if text and not text.strip():
+                out = list(out) if out is offsets else out
+                out[i] = (max(0, s - len(text)), s)
+    return out
 
 
 def prefix_special_ids(tokenizer) -> list[int]:

@@ -257,3 +257,23 @@ def test_bad_settings(bpe_tokenizer, kwargs, field):
     with pytest.raises(PLWError) as err:
         encode_record(Record(prompt="a", completion="b"), bpe_tokenizer, **kwargs)
     assert err.value.field == field
+
+
+def test_trimmed_offsets_whitespace_before_boundary():
+    """Fast tokenizers with trim_offsets give whitespace tokens zero width at their end; they stay prompt."""
+    from tokenizers import processors
+
+    from plw.data.tokenizer import builtin_tokenizer, encode_with_offsets
+
+    tok = builtin_tokenizer()
+    tok.backend_tokenizer.post_processor = processors.ByteLevel(trim_offsets=True)
+    prompt, completion = "Answer:\n\n   ", "42 is  it"
+    ids, offsets = encode_with_offsets(tok, [prompt + completion])[0]
+    assert all(e > s for s, e in offsets)
+    ex = encode_record(Record(prompt=prompt, completion=completion), tok, template="raw", plw=0.0,
+                       max_length=10 ** 6)
+    # joint tokens: ... 'Ġ' 'Ġ' | 'Ġ42' (straddles: completion) 'Ġis' 'Ġ' 'Ġit' </s>
+    first = ex["completion_mask"].index(1)
+    assert all(ex["completion_mask"][first:])
+    assert tok.convert_ids_to_tokens(ex["input_ids"][first - 2:first + 1]) == ["Ġ", "Ġ", "Ġ42"]
+    assert tok.decode(ex["input_ids"][first:]) == " 42 is  it</s>"
