@@ -37,10 +37,16 @@ def auto_chunk_size(n_rows: int, vocab: int, *, device: torch.device, dtype: tor
 
 
 def _chunk_loss(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, y: torch.Tensor,
-                eps: float, softcap: float | None, compute_dtype: torch.dtype, want_grad: bool):
-    """Logits of one chunk -> (per-row smoothed loss, per-row nll, exp(z - max), sumexp, softcap factor)."""
-    z = torch.mm(h, weight.t()) if bias is None else torch.addmm(bias, h, weight.t())
-    z = z.to(compute_dtype)  # no copy when already fp32
+                eps: float, softcap: float | None, want_grad: bool, buf: torch.Tensor):
+    """Logits of one chunk -> (per-row smoothed loss, per-row nll, exp(z - max), sumexp, softcap factor).
+
+    `buf` is the reused [C, V] compute-dtype chunk buffer: reusing it avoids fresh page faults per chunk.
+    """
+    z = buf[: h.shape[0]]
+    if h.dtype == buf.dtype:
+        torch.mm(h, weight.t(), out=z) if bias is None else torch.addmm(bias, h, weight.t(), out=z)
+    else:  # low precision: the matmul runs in the input dtype, softmax and gradient in fp32
+        z.copy_(torch.mm(h, weight.t()) if bias is None else torch.addmm(bias, h, weight.t()))
     cap_grad = None
     if softcap is not None:
         z.div_(softcap).tanh_()
@@ -79,13 +85,15 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
         db = torch.zeros(V, dtype=compute_dtype, device=weight.device) if need_db else None
 
         n = rows.numel()
+        buf = torch.empty(min(chunk, max(n, track_rows.numel(), 1)), V, dtype=compute_dtype,
+                          device=hidden.device)
         loss = torch.zeros((), dtype=torch.float64, device=hidden.device)
         nll_out = torch.empty(n, dtype=compute_dtype, device=hidden.device)
         for s in range(0, n, chunk):
             r, yc, cc = rows[s:s + chunk], y[s:s + chunk], coef[s:s + chunk]
             hc = h2.index_select(0, r)
             per_row, nll, g, sumexp, cap_grad = _chunk_loss(hc, weight, bias, yc, eps, softcap,
-                                                            compute_dtype, want_grad)
+                                                            want_grad, buf)
             nll_out[s:s + chunk] = nll
             loss += (cc.double() * per_row.double()).sum()
             if not want_grad:
@@ -115,7 +123,7 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
         for s in range(0, track_rows.numel(), chunk):
             hc = h2.index_select(0, track_rows[s:s + chunk])
             track_out[s:s + chunk] = _chunk_loss(hc, weight, bias, track_y[s:s + chunk], 0.0, softcap,
-                                                 compute_dtype, False)[1]
+                                                 False, buf)[1]
 
         if dw is not None and dw.dtype != weight.dtype:
             dw = dw.to(weight.dtype)
