@@ -39,7 +39,7 @@ def _save(fig, out_dir: Path, name: str, title: str, caption: str) -> dict:
     for ext in ("png", "svg"):
         path = out_dir / FIG_DIR / f"{name}.{ext}"
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=ext, dpi=120, bbox_inches="tight")
+            fig.savefig(tmp, format=ext, dpi=100)
         rel[ext] = f"{FIG_DIR}/{name}.{ext}"
     plt.close(fig)
     return {"name": name, "title": title, "caption": caption, **rel}
@@ -114,7 +114,7 @@ def benchmark_figure(bench, out_dir: Path) -> list[dict]:
     handles, labels = axes.flat[0].get_legend_handles_labels()
     if len(labels) <= 12:
         fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=7,
-                   bbox_to_anchor=(0.5, -0.02))
+                   bbox_to_anchor=(0.5, 0.0))
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     return [_save(fig, out_dir, "benchmarks_vs_wp", "Per-benchmark scores against PLW",
                   "Raw benchmark scores (mean over seeds) per dataset and model.")]
