@@ -80,10 +80,33 @@ def resolve_suite(suite: str | Sequence[str], tokenizer=None, *, data_dir=None,
     return [e if isinstance(e, TaskSpec) else _plw_task(e, tokenizer, data_dir) for e in expanded]
 
 
+def _paths(include_path) -> list[str] | None:
+    if not include_path:
+        return None
+    if isinstance(include_path, (str, Path)):
+        include_path = [include_path]
+    return [str(p) for p in include_path]
+
+
 def _task_manager(include_path):
     from lm_eval.tasks import TaskManager
 
-    return TaskManager(include_path=[str(p) for p in include_path] if include_path else None)
+    return TaskManager(include_path=_paths(include_path))
+
+
+def task_manager_for(names: Sequence[str], include_path=None):
+    """The cheapest lm-eval `TaskManager` that knows every task in `names`: indexing lm-eval's
+    thousands of task YAMLs takes seconds, so only when a registry task is named."""
+    from lm_eval.tasks import TaskManager
+
+    others = [n for n in names if n not in ("builtin", "offline") + LOCAL_TASKS + BUILTIN_TASKS]
+    if not others:
+        return TaskManager(include_defaults=False)  # inline configs only
+    if include_path and "paper" not in others:
+        tm = TaskManager(include_defaults=False, include_path=_paths(include_path))
+        if all(n in tm.all_tasks for n in others):
+            return tm
+    return _task_manager(include_path)
 
 
 @contextlib.contextmanager
@@ -123,17 +146,10 @@ def evaluate(model, tokenizer, suite: str | Sequence[str] = "builtin", *,
     from lm_eval import evaluator
     from lm_eval.models.huggingface import HFLM
 
-    needs_registry = include_path is not None or any(
-        n not in SUITES + LOCAL_TASKS + BUILTIN_TASKS for n in ([suite] if isinstance(suite, str)
-                                                                else suite))
+    names = [suite] if isinstance(suite, str) else list(suite)
     with _quiet_lm_eval(verbose):
-        tm = _task_manager(include_path) if needs_registry else None
-        specs = resolve_suite(suite, tokenizer, data_dir=data_dir, task_manager=tm)
-        if tm is None:
-            from lm_eval.tasks import TaskManager
-
-            # Inline configs only: skip indexing lm-eval's thousands of task YAMLs.
-            tm = TaskManager(include_defaults=False)
+        tm = task_manager_for(names, include_path)
+        specs = resolve_suite(names, tokenizer, data_dir=data_dir, task_manager=tm)
         loaded = tm.load([s.task for s in specs])
         for spec in specs:
             task = loaded["tasks"][spec.task_name]

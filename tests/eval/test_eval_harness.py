@@ -3,6 +3,7 @@ fp64 loglikelihood computation; the suites resolve; bad input fails with one lin
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -12,7 +13,6 @@ import torch
 from plw.errors import PLWError
 from plw.eval import evaluate, resolve_suite
 from plw.eval import local_tasks
-from plw.eval.paper import paper_specs
 
 
 def _loglik_fp64(model, tokenizer, context: str, continuation: str) -> float:
@@ -174,3 +174,46 @@ def test_missing_benchmark_dir_names_the_path(tmp_path, eval_model, eval_tokeniz
     with pytest.raises(PLWError) as err:
         evaluate(eval_model, eval_tokenizer, "offline", data_dir=tmp_path / "nope")
     assert str(tmp_path / "nope") in err.value.one_line()
+
+
+def test_user_task_yaml_from_include_path(tmp_path, eval_model, eval_tokenizer):
+    """An lm-eval task YAML of the user's, over a local JSONL file, named in the suite."""
+    docs = [{"q": f"Add {i} and {i + 1}.", "choices": [str(2 * i + 1), str(2 * i), "seven"],
+             "label": i % 3} for i in range(4)]
+    data = tmp_path / "docs.jsonl"
+    data.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "user_add.yaml").write_text(f"""\
+task: user_add
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    validation: {data}
+  cache_dir: {tmp_path / "cache"}
+output_type: multiple_choice
+validation_split: validation
+doc_to_text: "{{{{q}}}}"
+doc_to_target: label
+doc_to_choice: "{{{{choices}}}}"
+metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+""")
+    rows = evaluate(eval_model, eval_tokenizer, ["user_add", "builtin_mc"], limit=4,
+                    include_path=tasks)
+    assert [(r["benchmark"], r["metric"]) for r in rows] == [("user_add", "acc"),
+                                                              ("builtin_mc", "acc")]
+    expected = np.mean([
+        float(np.argmax([_loglik_fp64(eval_model, eval_tokenizer, d["q"], " " + c)
+                         for c in d["choices"]]) == d["label"]) for d in docs])
+    assert rows[0]["score"] == pytest.approx(expected, abs=1e-12)
+
+
+def test_paper_suite_gets_the_full_task_registry():
+    from plw.eval.harness import task_manager_for
+
+    assert task_manager_for(["builtin", "piqa"]).all_tasks == []
+    tm = task_manager_for(["paper"], include_path=None)
+    assert {"arc_challenge", "piqa", "winogrande"} <= set(tm.all_tasks)
