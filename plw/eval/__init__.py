@@ -9,5 +9,6 @@ Heavy libraries are imported inside the functions, so importing plw.eval is chea
 """
 
 from plw.eval.harness import SUITES, evaluate, resolve_suite
+from plw.eval.spec import TaskSpec
 
-__all__ = ["SUITES", "evaluate", "resolve_suite"]
+__all__ = ["SUITES", "TaskSpec", "evaluate", "resolve_suite"]

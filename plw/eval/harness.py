@@ -8,7 +8,8 @@ returns one row per benchmark: `{"benchmark", "metric", "score", "group"}`, wher
 Suites: "builtin" (held-out synthetic tasks, no files), "offline" (PIQA + TruthfulQA-MC2
 from local files), "paper" (the paper's lm-eval suite; needs the hub), or a list mixing
 suite names, plw task names (`piqa`, `truthfulqa_mc2`, `truthfulqa_gen`, `builtin_mc`,
-`builtin_gen`) and lm-eval registry task names (then every metric is reported).
+`builtin_gen`), lm-eval registry task names (then every metric is reported) and `TaskSpec`s
+(an inline lm-eval config with the benchmark name and primary metric to report).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def _plw_task(name: str, tokenizer, data_dir) -> TaskSpec:
     raise KeyError(name)
 
 
-def resolve_suite(suite: str | Sequence[str], tokenizer=None, *, data_dir=None,
+def resolve_suite(suite: str | Sequence[str | TaskSpec], tokenizer=None, *, data_dir=None,
                   task_manager=None) -> list[TaskSpec]:
     """The task specs of a suite name or of a list of suite/task names (unknown → PLWError)."""
     from plw.eval.paper import paper_specs
@@ -54,6 +55,9 @@ def resolve_suite(suite: str | Sequence[str], tokenizer=None, *, data_dir=None,
         raise PLWError("empty list of tasks", field="suite")
     expanded: list[str | TaskSpec] = []
     for name in names:
+        if isinstance(name, TaskSpec):  # an inline task of the caller's
+            expanded.append(name)
+            continue
         if not isinstance(name, str):
             raise PLWError(f"task names must be strings, got {name!r}", field="suite")
         if name == "paper":
@@ -94,12 +98,14 @@ def _task_manager(include_path):
     return TaskManager(include_path=_paths(include_path))
 
 
-def task_manager_for(names: Sequence[str], include_path=None):
+def task_manager_for(names: Sequence[str | TaskSpec], include_path=None):
     """The cheapest lm-eval `TaskManager` that knows every task in `names`: indexing lm-eval's
     thousands of task YAMLs takes seconds, so only when a registry task is named."""
     from lm_eval.tasks import TaskManager
 
-    others = [n for n in names if n not in ("builtin", "offline") + LOCAL_TASKS + BUILTIN_TASKS]
+    tasks = [n.task if isinstance(n, TaskSpec) else n for n in names]
+    others = [n for n in tasks if isinstance(n, str)
+              and n not in ("builtin", "offline") + LOCAL_TASKS + BUILTIN_TASKS]
     if not others:
         return TaskManager(include_defaults=False)  # inline configs only
     if include_path and "paper" not in others:
@@ -132,7 +138,7 @@ def _eval_mode(model):
         model.train(was_training)
 
 
-def evaluate(model, tokenizer, suite: str | Sequence[str] = "builtin", *,
+def evaluate(model, tokenizer, suite: str | Sequence[str | TaskSpec] = "builtin", *,
              limit: int | float | None = None, batch_size: int = 8,
              data_dir: str | Path | None = None, include_path=None,
              max_length: int | None = None, fewshot_seed: int = 1234,

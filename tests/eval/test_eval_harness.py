@@ -217,3 +217,52 @@ def test_paper_suite_gets_the_full_task_registry():
     assert task_manager_for(["builtin", "piqa"]).all_tasks == []
     tm = task_manager_for(["paper"], include_path=None)
     assert {"arc_challenge", "piqa", "winogrande"} <= set(tm.all_tasks)
+
+
+def _offline(spec, docs):
+    """The paper spec with its hub data swapped for in-memory documents of the same shape."""
+    import dataclasses
+    import functools
+
+    from plw.eval.spec import in_memory_dataset
+
+    cfg = {k: v for k, v in spec.task.items() if k not in ("dataset_path", "dataset_name")}
+    cfg["custom_dataset"] = functools.partial(in_memory_dataset, docs)
+    return dataclasses.replace(spec, task=cfg)
+
+
+def test_paper_wmt_task_runs_with_the_paper_instruction(eval_model, eval_tokenizer):
+    import sacrebleu
+
+    from plw.eval.generation import generate
+
+    spec = next(s for s in resolve_suite("paper")
+                if s.benchmark == "wmt16_en_de")
+    docs = [{"translation": {"en": "The cat sleeps.", "de": "Die Katze schläft."}},
+            {"translation": {"en": "Good morning, friend.", "de": "Guten Morgen, Freund."}}]
+    rows = evaluate(eval_model, eval_tokenizer, [_offline(spec, docs)], all_metrics=True)
+    scores = {r["metric"]: r["score"] for r in rows}
+    assert set(scores) == {"bleu", "chrf", "ter"} and {r["group"] for r in rows} == {"gen"}
+    prompts = [f"Translate the following from English to German\nEnglish: {d['translation']['en']}"
+               f"\nGerman:" for d in docs]
+    preds = [g.text.split("\n")[0] for g in generate(eval_model, eval_tokenizer, prompts,
+                                                    max_new_tokens=256, progress=False)]
+    refs = [d["translation"]["de"] for d in docs]
+    assert scores["bleu"] == pytest.approx(sacrebleu.corpus_bleu(preds, [refs]).score, abs=1e-9)
+
+
+def test_paper_truthfulqa_configs_read_hub_shaped_documents(eval_model, eval_tokenizer):
+    specs = {s.benchmark: s for s in resolve_suite("paper")}
+    mc = [{"question": "Is the sky green?",
+           "mc2_targets": {"choices": ["No.", "Yes.", "Always."], "labels": [1, 0, 0]}}]
+    gen = [{"question": "Is the sky green?", "correct_answers": ["No", "It is blue"],
+            "incorrect_answers": ["Yes"]}]
+    rows = evaluate(eval_model, eval_tokenizer, [_offline(specs["truthfulqa_mc2"], mc),
+                                                 _offline(specs["truthfulqa_gen"], gen)])
+    by = {r["benchmark"]: r for r in rows}
+    ctx = f"{local_tasks.QA_PRIMER}\n\nQ: Is the sky green?\nA:"
+    ll = np.array([_loglik_fp64(eval_model, eval_tokenizer, ctx, " " + a)
+                   for a in ("No.", "Yes.", "Always.")])
+    p = np.exp(ll - ll.max())
+    assert by["truthfulqa_mc2"]["score"] == pytest.approx(p[0] / p.sum(), abs=2e-5)
+    assert by["truthfulqa_gen"]["metric"] == "bleu_acc" and by["truthfulqa_gen"]["group"] == "gen"
