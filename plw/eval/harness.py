@@ -75,7 +75,10 @@ def resolve_suite(suite: str | Sequence[str | TaskSpec], tokenizer=None, *, data
                 raise PLWError(f"unknown task {name!r} (suites: {', '.join(SUITES)}; plw tasks: "
                                f"{', '.join(LOCAL_TASKS + BUILTIN_TASKS)}; or an lm-eval task)",
                                field="suite")
-            expanded.append(TaskSpec(name, name, metric="*"))
+            if name not in task_manager.all_subtasks:
+                raise PLWError(f"{name!r} is an lm-eval group or tag; name its tasks instead",
+                               field="suite")
+            expanded.append(TaskSpec(name, name, metric="*", num_fewshot=None))
     benchmarks = [e.benchmark if isinstance(e, TaskSpec) else e for e in expanded]
     for b in benchmarks:
         if benchmarks.count(b) > 1:
@@ -159,7 +162,8 @@ def evaluate(model, tokenizer, suite: str | Sequence[str | TaskSpec] = "builtin"
         loaded = tm.load([s.task for s in specs])
         for spec in specs:
             task = loaded["tasks"][spec.task_name]
-            task.set_config(key="num_fewshot", value=spec.num_fewshot)
+            if spec.num_fewshot is not None or task.get_config("num_fewshot") is None:
+                task.set_config(key="num_fewshot", value=spec.num_fewshot or 0)
             task.set_fewshot_seed(seed=fewshot_seed)
 
         with _eval_mode(model):  # HFLM itself switches the model to eval mode

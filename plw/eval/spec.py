@@ -12,7 +12,7 @@ class TaskSpec:
     benchmark: str           # name in plw's results table
     task: str | dict         # lm-eval registry name or inline config
     metric: str              # primary metric reported as the benchmark's score
-    num_fewshot: int = 0
+    num_fewshot: int | None = 0  # None: the task's own setting (0 when it has none)
 
     @property
     def task_name(self) -> str:

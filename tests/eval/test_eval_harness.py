@@ -161,6 +161,9 @@ def test_paper_preset_resolves_to_valid_task_configs(task_manager):
 def test_registry_task_names_resolve_and_unknown_names_fail(tmp_path, task_manager):
     specs = resolve_suite(["arc_easy"], task_manager=task_manager)
     assert specs[0].task == "arc_easy" and specs[0].metric == "*"
+    assert specs[0].num_fewshot is None  # the task's own setting
+    with pytest.raises(PLWError, match="group or tag"):
+        resolve_suite(["ai2_arc"], task_manager=task_manager)
     with pytest.raises(PLWError, match="unknown task 'no_such_task'") as err:
         resolve_suite(["builtin_mc", "no_such_task"], task_manager=task_manager)
     assert err.value.field == "suite"
