@@ -52,6 +52,8 @@ def _plw_forward(self, input_ids=None, attention_mask=None, position_ids=None, l
     if plw_weights is None:
         return self._plw_original_forward(input_ids=input_ids, attention_mask=attention_mask,
                                           position_ids=position_ids, labels=labels, **kwargs)
+    import torch
+
     from plw.loss import linear_cross_entropy
 
     decoder = self.get_decoder()
@@ -66,16 +68,19 @@ def _plw_forward(self, input_ids=None, attention_mask=None, position_ids=None, l
     bias = getattr(head, "bias", None)
     if bias is not None and bias.dtype != hidden.dtype:
         bias = bias.to(hidden.dtype)
-    res = linear_cross_entropy(
-        hidden, weight, labels, plw_weights,
-        completion_mask=plw_completion_mask,
-        bias=bias,
-        normalizer=plw_normalizer,
-        label_smoothing=plw_label_smoothing,
-        softcap=getattr(self.config, "final_logit_softcapping", None),
-        backend=plw_backend,
-        track_masked_nll=plw_track_masked_nll,
-    )
+    # The engine has its own autograd Function with fixed dtypes: run it outside autocast, in the
+    # hidden states' dtype (what autocast would give the head matmul anyway).
+    with torch.autocast(device_type=hidden.device.type, enabled=False):
+        res = linear_cross_entropy(
+            hidden, weight, labels, plw_weights,
+            completion_mask=plw_completion_mask,
+            bias=bias,
+            normalizer=plw_normalizer,
+            label_smoothing=plw_label_smoothing,
+            softcap=getattr(self.config, "final_logit_softcapping", None),
+            backend=plw_backend,
+            track_masked_nll=plw_track_masked_nll,
+        )
     # A plain dict: DDP/accelerate walk it for tensors; no logits are returned.
     return {"loss": res.loss, "prompt_nll": res.prompt_nll, "completion_nll": res.completion_nll,
             "n_prompt": res.n_prompt, "n_completion": res.n_completion, "weight_sum": res.weight_sum,

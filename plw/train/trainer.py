@@ -25,11 +25,11 @@ from transformers import Trainer
 from plw.train.forward import attach_plw_loss
 
 
-class PLWTrainer(Trainer):
-    """Trainer whose loss is the PLW-weighted cross-entropy from `plw.loss.linear_cross_entropy`.
+class PLWLossMixin:
+    """The PLW loss for any `transformers.Trainer` subclass (e.g. TRL's `SFTTrainer`).
 
-    Batches must carry `labels`, `weights` (and optionally `completion_mask`); use
-    `plw.train.collator.PLWCollator` and `remove_unused_columns=False`.
+    `class PLWSFTTrainer(PLWLossMixin, SFTTrainer): pass` trains TRL's way with the PLW loss, given
+    a tokenised dataset with the weight columns and `data_collator=PLWCollator(...)`.
     """
 
     loss_is_scaled_for_ga = True
@@ -168,6 +168,14 @@ class PLWTrainer(Trainer):
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
+
+
+class PLWTrainer(PLWLossMixin, Trainer):
+    """Trainer whose loss is the PLW-weighted cross-entropy from `plw.loss.linear_cross_entropy`.
+
+    Batches must carry `labels`, `weights` (and optionally `completion_mask`); use
+    `plw.train.collator.PLWCollator` and `remove_unused_columns=False`.
+    """
 
 
 @torch.no_grad()

@@ -176,3 +176,33 @@ def test_label_smoothing_reaches_the_loss(tmp_path, tok):
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     ref = weighted_cross_entropy(logits, batch["labels"], batch["weights"], label_smoothing=0.2)
     assert l_ls[0] == pytest.approx(float(ref.loss), rel=1e-5)
+
+
+def test_trl_sfttrainer_with_the_plw_mixin(tmp_path, tok):
+    """`PLWLossMixin` on TRL's SFTTrainer gives the same updates as PLWTrainer; bf16 autocast runs too."""
+    import datasets
+    from trl import SFTConfig, SFTTrainer
+
+    from plw.train.trainer import PLWLossMixin
+
+    class PLWSFTTrainer(PLWLossMixin, SFTTrainer):
+        pass
+
+    rows = synthetic_rows(tok, 16, plw=0.2, seed=6)
+    m1, _, l1, _ = _plw_run(tmp_path / "plw", rows, tok, 4, 2)
+    losses = {}
+    for bf16 in (False, True):
+        model = tiny_llama(tok, seed=0, hidden_size=32)
+        args = SFTConfig(output_dir=str(tmp_path / f"trl{bf16}"), per_device_train_batch_size=4,
+                         gradient_accumulation_steps=2, max_steps=2, remove_unused_columns=False, report_to="none",
+                         use_cpu=True, save_strategy="no", logging_steps=1, max_length=None, learning_rate=0.05,
+                         optim="sgd", max_grad_norm=0, warmup_steps=0, lr_scheduler_type="constant",
+                         train_sampling_strategy="sequential", bf16=bf16, disable_tqdm=True)
+        trainer = PLWSFTTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
+                                processing_class=tok, data_collator=PLWCollator(tok.pad_token_id))
+        trainer.train()
+        losses[bf16] = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        if not bf16:
+            _assert_same(dict(m1.named_parameters()), dict(model.named_parameters()))
+    assert losses[False] == pytest.approx(l1, rel=1e-6)
+    assert losses[True] == pytest.approx(l1, rel=3e-2)  # bf16 autocast: same run within bf16 precision

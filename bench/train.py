@@ -1,0 +1,233 @@
+"""Benchmark of whole training steps: plw's PLWTrainer vs TRL's SFTTrainer (completion-only loss).
+
+    python bench/train.py                 # CPU shape: d=512, 8 layers, V=32000, seq 512
+    python bench/train.py --quick         # a small shape, for a smoke run
+    python bench/train.py --gpu           # Llama-3.2-1B-shaped random init in bf16 (needs CUDA)
+
+Rows (each in a fresh subprocess, same random-init model, same data, same batch shape, no packing —
+every example is exactly `seq` tokens, so padding plays no part):
+  trl_completion_only  TRL SFTTrainer, `completion_only_loss=True` (prompt labels -100)
+  plw_0                PLWTrainer at PLW 0 (same objective as the TRL row)
+  plw_0_lognll         PLWTrainer at PLW 0, also logging the prompt NLL (the `log_prompt_nll` default)
+  plw_0.1              PLWTrainer at PLW 0.1
+Data are short-completion like the paper's AlpacaDataShort: 448 prompt + 64 completion tokens.
+
+Throughput = trained tokens per second over the timed optimizer steps (median step time; the first
+`--warmup` steps are not timed), in wall-clock and in process CPU time: torch runs one thread
+(`BENCH_THREADS`), so on a shared CPU the CPU-time figures are the stable measure of work. Peak memory: on CPU the peak resident set (VmHWM) during the timed
+steps, with glibc's mmap threshold fixed so large freed tensors return to the OS, reported both
+absolute and above the resident set before the timed steps (model, optimizer state and data are in
+the baseline); on GPU `max_memory_allocated`. Results go to bench/results/train[_gpu|_quick].json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+ROWS = ["trl_completion_only", "plw_0", "plw_0_lognll", "plw_0.1"]
+SHAPES = {
+    "cpu": dict(hidden=512, layers=8, heads=8, inter=1376, vocab=32000, seq=512, batch=4, prompt=448),
+    "quick": dict(hidden=128, layers=2, heads=4, inter=344, vocab=8000, seq=256, batch=2, prompt=224),
+    "gpu": dict(hidden=2048, layers=16, heads=32, kv_heads=8, inter=8192, vocab=128256, seq=2048, batch=4,
+                prompt=1792, tie=True),
+}
+MMAP_THRESHOLD = 1 << 20
+
+
+# ----------------------------------------------------------------------------------------- worker
+def _rss_kb(field: str) -> int:
+    for line in open("/proc/self/status"):
+        if line.startswith(field):
+            return int(line.split()[1])
+    return 0
+
+
+def _model(shape, device, dtype):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=shape["vocab"], hidden_size=shape["hidden"], intermediate_size=shape["inter"],
+                      num_hidden_layers=shape["layers"], num_attention_heads=shape["heads"],
+                      num_key_value_heads=shape.get("kv_heads", shape["heads"]), max_position_embeddings=4096,
+                      tie_word_embeddings=shape.get("tie", False), bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    torch.manual_seed(0)
+    return LlamaForCausalLM(cfg).to(device=device, dtype=dtype)
+
+
+def _rows(shape, n, plw):
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    for _ in range(n):
+        ids = torch.randint(4, shape["vocab"], (shape["seq"],), generator=g).tolist()
+        comp = [i >= shape["prompt"] for i in range(shape["seq"])]
+        rows.append({"input_ids": ids, "attention_mask": [1] * shape["seq"], "labels": ids,
+                     "weights": [1.0 if c else plw for c in comp], "completion_mask": comp})
+    return rows
+
+
+def worker(row: str, shape_name: str, steps: int, warmup: int) -> dict:
+    import torch
+    import trl  # noqa: F401  (every row imports TRL, so the resident-set baselines match)
+    from transformers import TrainerCallback
+
+    # One thread by default: the CPU is shared, and process CPU time per step is then a clean
+    # measure of the work (OpenMP spin-waiting would inflate it with more threads).
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
+    shape = SHAPES[shape_name]
+    gpu = shape_name == "gpu"
+    device = "cuda" if gpu else "cpu"
+    dtype = torch.bfloat16 if gpu else torch.float32
+    total = warmup + steps
+    model = _model(shape, device, dtype)
+    plw = 0.1 if row == "plw_0.1" else 0.0
+    rows = _rows(shape, shape["batch"] * total, plw)
+    from plw.data.tokenizer import train_tokenizer
+
+    tok = train_tokenizer(["a small text for a tokenizer"] * 4, vocab_size=300)
+    times: list[float] = []
+    cpu_times: list[float] = []
+    mem: dict = {}
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            if state.global_step == warmup:
+                if gpu:
+                    torch.cuda.synchronize()
+                    torch.cuda.reset_peak_memory_stats()
+                    mem["base"] = torch.cuda.memory_allocated()
+                else:
+                    with open("/proc/self/clear_refs", "w") as fh:
+                        fh.write("5")
+                    mem["base"] = _rss_kb("VmRSS") * 1024
+            if gpu:
+                torch.cuda.synchronize()
+            self.t = time.perf_counter()
+            self.c = time.process_time()
+
+        def on_step_end(self, args, state, control, **kw):
+            if gpu:
+                torch.cuda.synchronize()
+            if state.global_step > warmup:
+                times.append(time.perf_counter() - self.t)
+                cpu_times.append(time.process_time() - self.c)
+
+    common = dict(output_dir=f"/tmp/plw-bench-{row}", per_device_train_batch_size=shape["batch"],
+                  gradient_accumulation_steps=1, learning_rate=1e-5, max_steps=total, report_to="none",
+                  save_strategy="no", logging_steps=10_000, disable_tqdm=True, use_cpu=not gpu, bf16=gpu,
+                  train_sampling_strategy="sequential", dataloader_num_workers=0)
+    if row == "trl_completion_only":
+        import datasets
+        from trl import SFTConfig, SFTTrainer
+
+        ds = datasets.Dataset.from_dict({"input_ids": [r["input_ids"] for r in rows],
+                                         "completion_mask": [[int(c) for c in r["completion_mask"]] for r in rows]})
+        args = SFTConfig(**common, completion_only_loss=True, packing=False, max_length=shape["seq"])
+        trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, callbacks=[Timer()])
+    else:
+        from transformers import TrainingArguments
+
+        from plw.train.collator import PLWCollator
+        from plw.train.run import _ListDataset
+        from plw.train.trainer import PLWTrainer
+
+        args = TrainingArguments(**common, remove_unused_columns=False)
+        trainer = PLWTrainer(model=model, args=args, train_dataset=_ListDataset(rows),
+                             data_collator=PLWCollator(tok.pad_token_id), callbacks=[Timer()],
+                             track_prompt_nll=row != "plw_0")
+    trainer.train()
+    if gpu:
+        peak = torch.cuda.max_memory_allocated()
+    else:
+        peak = _rss_kb("VmHWM") * 1024
+    step = statistics.median(times)
+    cpu_step = statistics.median(cpu_times)
+    tokens = shape["batch"] * shape["seq"]
+    return {"row": row, "step_s": step, "step_times_s": times, "tokens_per_s": tokens / step,
+            "cpu_step_s": cpu_step, "cpu_step_times_s": cpu_times, "tokens_per_cpu_s": tokens / cpu_step,
+            "peak_bytes": peak, "peak_over_base_bytes": peak - mem.get("base", 0)}
+
+
+# ----------------------------------------------------------------------------------------- driver
+def run_row(row: str, shape: str, steps: int, warmup: int) -> dict:
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD), "PYTHONPATH": str(REPO),
+           "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, __file__, "--worker", row, "--shape", shape, "--steps", str(steps),
+           "--warmup", str(warmup)]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise SystemExit(f"{row} failed:\n{res.stderr[-4000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--gpu", action="store_true")
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--rows", default=",".join(ROWS))
+    ap.add_argument("--worker")
+    ap.add_argument("--shape")
+    args = ap.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.shape, args.steps, args.warmup)))
+        return
+    shape = "gpu" if args.gpu else ("quick" if args.quick else "cpu")
+    from rich.progress import Progress
+
+    results = {}
+    with Progress() as bar:
+        task = bar.add_task(f"bench train ({shape})", total=len(args.rows.split(",")))
+        for row in args.rows.split(","):
+            bar.update(task, description=f"bench train: {row}")
+            results[row] = run_row(row, shape, args.steps, args.warmup)
+            bar.advance(task)
+    trl, p0 = results.get("trl_completion_only"), results.get("plw_0")
+    ratios = {}
+    if trl and p0:
+        ratios["plw_0_throughput_vs_trl"] = p0["tokens_per_s"] / trl["tokens_per_s"]
+        ratios["plw_0_cpu_throughput_vs_trl"] = p0["tokens_per_cpu_s"] / trl["tokens_per_cpu_s"]
+        ratios["plw_0_peak_vs_trl"] = p0["peak_bytes"] / trl["peak_bytes"]
+        ratios["plw_0_peak_over_base_vs_trl"] = p0["peak_over_base_bytes"] / trl["peak_over_base_bytes"]
+    if p0 and "plw_0.1" in results:
+        ratios["plw_0.1_step_time_vs_plw_0"] = results["plw_0.1"]["step_s"] / p0["step_s"]
+        ratios["plw_0.1_cpu_step_time_vs_plw_0"] = results["plw_0.1"]["cpu_step_s"] / p0["cpu_step_s"]
+    if "plw_0_lognll" in results and "plw_0.1" in results:
+        ratios["plw_0.1_cpu_step_time_vs_plw_0_lognll"] = (results["plw_0.1"]["cpu_step_s"]
+                                                          / results["plw_0_lognll"]["cpu_step_s"])
+    import torch
+    import transformers
+    import trl
+
+    out = {"shape": {"name": shape, **SHAPES[shape]}, "steps": args.steps, "warmup": args.warmup,
+           "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                       "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+                       "torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__},
+           "results": results, "ratios": ratios}
+    name = {"cpu": "train.json", "quick": "train_quick.json", "gpu": "train_gpu.json"}[shape]
+    path = REPO / "bench" / "results" / name
+    sys.path.insert(0, str(REPO))
+    from plw.io import write_json_atomic
+
+    write_json_atomic(path, out)
+    for row, r in results.items():
+        print(f"{row:22s} {r['tokens_per_s']:10.1f} tok/s  step {r['step_s']:.3f}s  cpu {r['cpu_step_s']:.3f}s  "
+              f"peak {r['peak_bytes'] / 2**20:8.1f} MiB  (+{r['peak_over_base_bytes'] / 2**20:.1f} MiB)")
+    for k, v in ratios.items():
+        print(f"{k:40s} {v:.3f}")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
