@@ -79,6 +79,7 @@ def fit_glmm(d, scores: str = "minmax") -> dict:
         "shape": crit["shape"],
         "vertex_inside": crit.get("inside_range"),
         "converged": bool(full.converged and null.converged),
+        "singular": bool(full.singular),
         "convergence": {"full": full.message, "null": null.message, "max_grad": full.max_grad,
                         "hessian_pd": full.hessian_pd, "iterations": full.iterations},
         "time_s": full.time_s,
@@ -181,6 +182,9 @@ def conclusion(name: str, g: dict) -> str:
     p = m["p_value"]
     ptxt = "p < 0.001" if p < 0.001 else f"p = {p:.3g}"
     conv = "" if m["converged"] else " (warning: the fit did not converge cleanly; treat with care)"
+    if m.get("singular"):
+        conv += (" (note: singular fit — the random-effect covariance is degenerate, usually because "
+                 "there are too few benchmarks to estimate it; the fixed effects are still usable)")
     if p >= ALPHA:
         return (f"{name}{kind}: no significant effect of PLW on performance ({ptxt}, likelihood-ratio "
                 f"test); PLW can be chosen freely for this data.{conv}")

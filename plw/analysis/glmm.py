@@ -25,6 +25,9 @@ import numpy as np
 from scipy import optimize, special, stats
 
 
+LOG_DIAG_MIN = -7.0
+
+
 @dataclass
 class RandomTerm:
     """(0 + cols | group): a correlated random vector per level of `group`, with design `cols`."""
@@ -134,7 +137,12 @@ class BetaGLMM:
 
     # ----- parameter plumbing -------------------------------------------------------------
     def _precisions(self, theta):
-        """Per term: precision Lambda = L L^T (L lower, log diagonal) and dLambda/dtheta_j."""
+        """Per term: precision Lambda = Sigma^-1 with Sigma = L L^T (L lower, log diagonal; the
+        log-Cholesky of the covariance), the log-determinant of Lambda and dLambda/dtheta_j.
+
+        The covariance (not precision) Cholesky matters for singular fits: every rank-deficient
+        covariance (a variance 0, or any correlation +-1) is approached by one log-diagonal going
+        to -inf with the other entries free, so the optimiser can still choose among them."""
         out, pos = [], self.p + 1
         for t, m in zip(self.terms, self.ntheta):
             d = t.d
@@ -144,12 +152,14 @@ class BetaGLMM:
             L[idx] = vals
             diag = np.arange(d)
             L[diag, diag] = np.exp(L[diag, diag])
+            Linv = np.linalg.inv(L)
+            Lam = Linv.T @ Linv
             dLams = []
             for k, (i, j) in enumerate(zip(*idx)):
                 dL = np.zeros((d, d))
                 dL[i, j] = L[i, j] if i == j else 1.0
-                dLams.append(dL @ L.T + L @ dL.T)
-            out.append((L @ L.T, L, dLams))
+                dLams.append(-Lam @ (dL @ L.T + L @ dL.T) @ Lam)
+            out.append((Lam, -2 * np.log(np.diag(L)).sum(), dLams))
             pos += m
         return out
 
@@ -222,7 +232,7 @@ class BetaGLMM:
         except np.linalg.LinAlgError:
             return (np.inf, np.zeros_like(theta)) if grad else np.inf
         logdetH = 2 * np.log(np.diag(cH)).sum()
-        logdetP = sum(t.G * 2 * np.log(np.diag(L)).sum() for t, (_, L, _) in zip(self.terms, precs))
+        logdetP = sum(t.G * logdet for t, (_, logdet, _) in zip(self.terms, precs))
         nll = -der["ll"].sum() + 0.5 * b @ P @ b - 0.5 * logdetP + 0.5 * logdetH
         if not grad:
             return nll
@@ -243,7 +253,7 @@ class BetaGLMM:
         g[self.p] = -der["ll_lp"].sum() + 0.5 * (h * dw).sum()
         # precision parameters
         pos = self.p + 1
-        for t, off, (Lam, L, dLams) in zip(self.terms, self.offsets, precs):
+        for t, off, (Lam, _, dLams) in zip(self.terms, self.offsets, precs):
             sl = slice(off, off + t.G * t.d)
             B = b[sl].reshape(t.G, t.d)
             Hblk = Hinv[sl, sl]
@@ -270,77 +280,104 @@ class BetaGLMM:
         return np.concatenate(theta)
 
     def fit(self, start=None, gtol=1e-6, maxiter=200) -> GLMMFit:
+        """BFGS on the analytic gradient, then damped Newton on the Hessian of that gradient."""
         t0 = time.perf_counter()
         x0 = self.start() if start is None else np.asarray(start, dtype=float)
+        theta, nll, H, res = self._fit_from(x0, gtol, maxiter)
+        self._b = np.zeros(self.q)
+        nll, gr = self.objective(theta)
+        return self._summarise(theta, nll, gr, H, res, time.perf_counter() - t0)
+
+    def _fit_from(self, x0, gtol, maxiter):
         self._b = np.zeros(self.q)
         history = []
 
         def stall(intermediate_result):
             # A singular random-effect covariance sends its parameters off to infinity while the
-            # likelihood no longer moves: stop instead of chasing the boundary for ever.
-            # (1e-3 in log-likelihood over 20 iterations is far below what any test can resolve)
+            # likelihood barely moves; BFGS crawls there. Hand over to Newton instead.
             history.append(intermediate_result.fun)
-            if len(history) > 20 and history[-21] - history[-1] < 1e-3:
+            if len(history) > 10 and history[-11] - history[-1] < 1e-4:
                 raise StopIteration
 
-        res = optimize.minimize(self.objective, x0, jac=True, method="BFGS", callback=stall,
-                                options={"gtol": gtol, "maxiter": maxiter})
-        theta = res.x
-        # polish with quasi-Newton steps (BFGS's inverse Hessian) to a tight gradient
-        Hinv = getattr(res, "hess_inv", None)
-        for _ in range(3 if isinstance(Hinv, np.ndarray) else 0):
-            f, gr = self.objective(theta)
-            step = Hinv @ gr
-            if not np.all(np.isfinite(step)) or np.max(np.abs(step)) > 1.0:
-                break
-            fn, _ = self.objective(theta - step)
-            if not fn <= f + 1e-9:
-                break
-            theta = theta - step
-            if np.max(np.abs(step)) < 1e-10:
-                break
+        lower = self._lower()
+
+        def clamped(th):
+            # the bound as a flat floor: below it the objective does not change, so BFGS (much
+            # cheaper per step than scipy's L-BFGS-B here) stops pushing that coordinate
+            f, g = self.objective(np.maximum(th, lower))
+            return f, np.where(th < lower, 0.0, g)
+
+        res = optimize.minimize(clamped, np.maximum(x0, lower), jac=True, method="BFGS",
+                                callback=stall, options={"gtol": gtol, "maxiter": maxiter})
+        theta = np.maximum(res.x, lower)
+        f, g = self.objective(theta)
         H = self.hessian(theta)
-        keep, _ = self._kept(theta)
-        if len(keep) < len(theta):
-            # singular fit: finish the other parameters by Newton with the flat ones held fixed
-            for _ in range(10):
-                f, gr = self.objective(theta)
-                Hk = H[np.ix_(keep, keep)]
-                try:
-                    step = np.linalg.solve(Hk, gr[keep])
-                except np.linalg.LinAlgError:
+        self.newton_iterations = 0
+        for _ in range(25):
+            self.newton_iterations += 1
+            # damped Newton with an eigenvalue-floored Hessian: quadratic convergence at an
+            # interior optimum; a covariance that has collapsed to rank deficiency keeps its flat
+            # log-diagonal fixed (its Hessian there is numerically meaningless)
+            keep, _ = self._kept(theta)
+            ev, V = np.linalg.eigh(H[np.ix_(keep, keep)])
+            ev = np.maximum(np.abs(ev), 1e-8 * max(np.abs(ev).max(), 1e-12))
+            step = np.zeros_like(theta)
+            step[keep] = -V @ ((V.T @ g[keep]) / ev)
+            big = np.max(np.abs(step))
+            if big > 5.0:
+                step *= 5.0 / big
+            t, accepted = 1.0, False
+            while t > 1e-6:
+                fn = self.objective(np.maximum(theta + t * step, lower), grad=False)
+                if np.isfinite(fn) and fn <= f + 1e-4 * t * min(g @ step, 0.0):
+                    accepted = True
                     break
-                t = 1.0
-                while t > 1e-4:
-                    trial = theta.copy()
-                    trial[keep] -= t * step
-                    if self.objective(trial, grad=False) <= f:
-                        break
-                    t *= 0.5
-                else:
-                    break
-                theta = trial
-                if np.max(np.abs(t * step)) < 1e-9:
-                    break
-                H = self.hessian(theta)
-        nll, gr = self.objective(theta)
-        return self._summarise(theta, nll, gr, H, res, time.perf_counter() - t0)
+                t *= 0.5
+            if not accepted:
+                break
+            theta = np.maximum(theta + t * step, lower)
+            f_old = f
+            f, g = self.objective(theta)
+            H = self.hessian(theta)
+            if np.max(np.abs(g[self._kept(theta)[0]])) < 1e-8 or f_old - f < 1e-10:
+                break
+        return theta, f, H, res
+
+    def _lower(self):
+        """Lower bounds: log-Cholesky diagonals >= LOG_DIAG_MIN, everything else free. A random
+        effect scale of e^-7 ~ 1e-3 on the logit scale is zero for every practical purpose, and
+        the bound keeps the precision matrix (and so the inner Newton) well conditioned."""
+        lower = np.full(self.k, -np.inf)
+        pos = self.p + 1
+        for t, m in zip(self.terms, self.ntheta):
+            for k, (i, j) in enumerate(zip(*np.tril_indices(t.d))):
+                if i == j:
+                    lower[pos + k] = LOG_DIAG_MIN
+            pos += m
+        return lower
 
     def _kept(self, theta):
-        """Indices of parameters that are not in a singular random-effect term, and whether any is."""
+        """Indices of parameters that are not flat, and whether the fit is singular. At a
+        rank-deficient covariance the log-diagonal entries heading to -inf are flat; the
+        remaining entries of that term stay identified."""
         keep, pos, singular = list(range(self.p + 1)), self.p + 1, False
-        for m, (Lam, _, _) in zip(self.ntheta, self._precisions(theta)):
-            Sig = np.linalg.inv(Lam)
-            sd = np.sqrt(np.diag(Sig))
-            corr_min = np.linalg.eigvalsh(Sig / np.outer(sd, sd)).min()
-            if sd.min() < 1e-4 or corr_min < 1e-4:
-                singular = True
-            else:
-                keep += list(range(pos, pos + m))
+        for t, m in zip(self.terms, self.ntheta):
+            d = t.d
+            L = np.zeros((d, d))
+            L[np.tril_indices(d)] = theta[pos:pos + m]
+            diag = np.exp(np.diag(L))
+            L[np.arange(d), np.arange(d)] = diag
+            scale = np.sqrt(np.max(np.sum(L**2, axis=1)))
+            for k, (i, j) in enumerate(zip(*np.tril_indices(d))):
+                if i == j and (diag[i] < 1e-3 * scale or L[i, i] <= math.exp(LOG_DIAG_MIN) * (1 + 1e-9)):
+                    singular = True
+                else:
+                    keep.append(pos + k)
             pos += m
         return np.array(keep), singular
 
-    def hessian(self, theta, h=1e-5):
+    def hessian(self, theta, h=1e-4):
+        """Hessian of -log L: central differences of the analytic gradient."""
         k = len(theta)
         H = np.zeros((k, k))
         b_save = self._b.copy()
@@ -357,9 +394,9 @@ class BetaGLMM:
 
     def _summarise(self, theta, nll, gr, H, res, secs) -> GLMMFit:
         pd = bool(np.linalg.eigvalsh(H).min() > 0)
-        # A singular random-effect covariance (a variance -> 0 or a correlation -> +-1) leaves flat
-        # directions in its parameters, which then drift off to infinity. Hold such a term's
-        # parameters fixed (as for a singular lme4/glmmTMB fit) and take the SEs from the rest.
+        # A singular random-effect covariance (a variance -> 0 or a correlation -> +-1) leaves a
+        # flat direction (a log-Cholesky diagonal drifting to -inf). Hold it fixed, as for a
+        # singular lme4/glmmTMB fit, and take the SEs from the rest.
         keep, singular = self._kept(theta)
         Hk = H[np.ix_(keep, keep)]
         pd_k = bool(np.linalg.eigvalsh(Hk).min() > 0)
