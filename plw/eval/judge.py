@@ -32,10 +32,9 @@ from typing import Sequence
 from pydantic import BaseModel, ConfigDict, Field
 
 from plw.errors import PLWError
+from plw.eval.spec import SHARED_DATA
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_ALPACA_EVAL = (REPO_ROOT.parent / "shared" / "data" / "alpaca_eval"
-                       / "text_davinci_003_model_outputs.json")
+DEFAULT_ALPACA_EVAL = SHARED_DATA / "alpaca_eval" / "text_davinci_003_model_outputs.json"
 
 # plw's fallback prompt: the AlpacaEval 1 protocol (rank model_1 / model_2), own wording.
 PLW_RANKING_PROMPT = """<|im_start|>system

@@ -24,11 +24,9 @@ import json
 from pathlib import Path
 
 from plw.errors import PLWError
-from plw.eval.spec import in_memory_dataset
+from plw.eval.spec import SHARED_DATA, in_memory_dataset
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-# ../shared/data/bench beside the repository (development checkouts); absent elsewhere.
-DEFAULT_BENCH_DIR = REPO_ROOT.parent / "shared" / "data" / "bench"
+DEFAULT_BENCH_DIR = SHARED_DATA / "bench"
 
 # TruthfulQA's six-shot QA primer (Lin et al., 2022), as used by lm-eval's truthfulqa tasks.
 QA_PRIMER = (
@@ -170,15 +168,26 @@ def process_mc2(doc: dict, results) -> dict:
     return {"acc": mc2_score(ll, doc["labels"])}
 
 
+def truthfulqa_prompt(doc: dict) -> str:
+    return f"{QA_PRIMER}\n\nQ: {doc['question']}\nA:"
+
+
 def truthfulqa_mc2_task(data_dir: str | Path | None = None) -> dict:
     """lm-eval config of TruthfulQA-MC2 (6-shot primer built into the prompt)."""
     docs = _mc2_docs(read_truthfulqa(data_dir))
-    return {
-        "task": "plw_truthfulqa_mc2",
-        "custom_dataset": functools.partial(in_memory_dataset, docs),
+    return truthfulqa_mc2_config("plw_truthfulqa_mc2",
+                                 {"custom_dataset": functools.partial(in_memory_dataset, docs)})
+
+
+def truthfulqa_mc2_config(name: str, source: dict, *, process_docs=None) -> dict:
+    """TruthfulQA-MC2 task config over `source` (a `custom_dataset` or a hub dataset) whose
+    documents have `question`, `choices` and 0/1 `labels`."""
+    cfg = {
+        "task": name,
+        **source,
         "output_type": "multiple_choice",
         "validation_split": "validation",
-        "doc_to_text": lambda doc: f"{QA_PRIMER}\n\nQ: {doc['question']}\nA:",
+        "doc_to_text": truthfulqa_prompt,
         "doc_to_target": 0,
         "doc_to_choice": "{{choices}}",
         "process_results": process_mc2,
@@ -186,6 +195,9 @@ def truthfulqa_mc2_task(data_dir: str | Path | None = None) -> dict:
         "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
         "metadata": {"version": 1.0},
     }
+    if process_docs is not None:
+        cfg["process_docs"] = process_docs
+    return cfg
 
 
 def _with_period(answers: list[str]) -> list[str]:
@@ -241,7 +253,7 @@ def truthfulqa_gen_config(name: str, source: dict, *, max_gen_toks: int = 64,
         **source,
         "output_type": "generate_until",
         "validation_split": "validation",
-        "doc_to_text": lambda doc: f"{QA_PRIMER}\n\nQ: {doc['question']}\nA:",
+        "doc_to_text": truthfulqa_prompt,
         "doc_to_target": " ",
         "process_results": _process_gen,
         "num_fewshot": 0,

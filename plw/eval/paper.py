@@ -12,7 +12,7 @@ These tasks download their data from the Hugging Face Hub when run.
 from __future__ import annotations
 
 import functools
-from plw.eval.local_tasks import QA_PRIMER, process_mc2, truthfulqa_gen_config, truthfulqa_gen_docs
+from plw.eval.local_tasks import truthfulqa_gen_config, truthfulqa_gen_docs, truthfulqa_mc2_config
 from plw.eval.spec import TaskSpec
 
 LANGS = {"en": "English", "fr": "French", "de": "German", "ro": "Romanian"}
@@ -65,23 +65,9 @@ def _hub_gen_docs(dataset):
     return dataset.map(lambda d: truthfulqa_gen_docs([d])[0])
 
 
-def truthfulqa_mc2_hub_task() -> dict:
-    return {
-        "task": "plw_truthfulqa_mc2_hub",
-        "dataset_path": "truthfulqa/truthful_qa",
-        "dataset_name": "multiple_choice",
-        "output_type": "multiple_choice",
-        "validation_split": "validation",
-        "process_docs": lambda ds: ds.map(lambda d: {"choices": d["mc2_targets"]["choices"],
-                                                     "labels": d["mc2_targets"]["labels"]}),
-        "doc_to_text": lambda doc: f"{QA_PRIMER}\n\nQ: {doc['question']}\nA:",
-        "doc_to_target": 0,
-        "doc_to_choice": "{{choices}}",
-        "process_results": process_mc2,
-        "num_fewshot": 0,
-        "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
-        "metadata": {"version": 1.0},
-    }
+def _hub_mc2_docs(dataset):
+    return dataset.map(lambda d: {"choices": d["mc2_targets"]["choices"],
+                                  "labels": d["mc2_targets"]["labels"]})
 
 
 def paper_specs() -> list[TaskSpec]:
@@ -89,7 +75,12 @@ def paper_specs() -> list[TaskSpec]:
     specs = [
         TaskSpec("arc_challenge", "arc_challenge", "acc_norm", 25),
         TaskSpec("piqa", "piqa", "acc", 0),
-        TaskSpec("truthfulqa_mc2", truthfulqa_mc2_hub_task(), "acc", 0),
+        TaskSpec("truthfulqa_mc2",
+                 truthfulqa_mc2_config("plw_truthfulqa_mc2_hub",
+                                       {"dataset_path": "truthfulqa/truthful_qa",
+                                        "dataset_name": "multiple_choice"},
+                                       process_docs=_hub_mc2_docs),
+                 "acc", 0),
         TaskSpec("winogrande", "winogrande", "acc", 5),
         TaskSpec("truthfulqa_gen",
                  truthfulqa_gen_config("plw_truthfulqa_gen_hub",

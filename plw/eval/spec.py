@@ -1,8 +1,12 @@
-"""A benchmark as plw runs and reports it."""
+"""A benchmark as plw runs and reports it; where local evaluation data live by default."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+
+# ../shared/data beside the repository: present in development checkouts, absent elsewhere.
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 @dataclass(frozen=True)
