@@ -113,9 +113,15 @@ def benchmark_figure(bench, out_dir: Path) -> list[dict]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     if len(labels) <= 12:
+        # reserve room under the panels for the shared legend (its height in inches -> fraction)
+        leg_rows = int(np.ceil(len(labels) / 4))
+        height = fig.get_size_inches()[1]
+        bottom = (0.15 + 0.2 * leg_rows) / height
+        fig.tight_layout(rect=(0, bottom, 1, 1))
         fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=7,
                    bbox_to_anchor=(0.5, 0.0))
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    else:
+        fig.tight_layout()
     return [_save(fig, out_dir, "benchmarks_vs_wp", "Per-benchmark scores against PLW",
                   "Raw benchmark scores (mean over seeds) per dataset and model.")]
 
@@ -129,7 +135,11 @@ def diagnostics_figure(analysis: dict, out_dir: Path) -> list[dict]:
     if not per:
         return []
     cols = list(per)
-    fig, axes = plt.subplots(1, len(cols), figsize=(4.4 * len(cols), 3.4), squeeze=False)
+    ncol = min(len(cols), 3)
+    nrow = int(np.ceil(len(cols) / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.4 * ncol, 3.2 * nrow), squeeze=False)
+    for ax in list(axes.flat)[len(cols):]:
+        ax.axis("off")
     for ax, col in zip(axes.flat, cols):
         pooled = {}
         for byplw in per[col].values():
