@@ -103,5 +103,9 @@ def compare_with_r(results, out_dir, *, scores: str, analysis: dict) -> dict:
     for name, g in res.items():
         if name in analysis["groups"]:
             analysis["groups"][name]["glmm_r"] = g
+    from plw.analysis.report import render_html
+    from plw.io import write_text_atomic
+
     write_json_atomic(Path(out_dir) / "analysis.json", analysis)
+    write_text_atomic(Path(out_dir) / "report.html", render_html(analysis))
     return analysis

@@ -190,6 +190,11 @@ def render_html(a: dict) -> str:
                    f"{html.escape(', '.join(g['models']))}; PLW levels: "
                    f"{html.escape(', '.join(f'{x:g}' for x in g['plw_levels']))}.</p>")
         out.append("<h3>Beta GLMM (§5.2)</h3>" + _glmm_html(g["glmm"]))
+        if g.get("glmm_r"):
+            r = g["glmm_r"]
+            out.append(_table(["R glmmTMB", "intercept", "wp", "wp2", "logLik", "critical PLW"],
+                              [["estimate", *r["fixef"].values(), r["logLik"], r["critical_plw"]],
+                               ["std. error", *r["se"].values(), None, None]]))
         out.append("<h3>OLS (earlier version)</h3>" + _ols_html(g["ols"]))
         if g.get("regularizers"):
             out.append("<h3>Regularisers (Table 4)</h3>" + _table(
