@@ -163,13 +163,15 @@ def worker(args) -> dict:
         base = _rss_bytes("VmRSS")
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # reset VmHWM to the current RSS
-    times = []
+    times, cpu = [], []
     for _ in range(args.steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         run()
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     peak = (torch.cuda.max_memory_allocated() if device.type == "cuda" else _rss_bytes("VmHWM"))
     return {"method": args.worker, "loss": loss, "time_s": statistics.median(times), "times_s": times,
+            "cpu_s": statistics.median(cpu),
             "peak_extra_bytes": peak - base, "device": device.type}
 
 
@@ -247,7 +249,7 @@ def main() -> None:
 
     from plw.io import write_json_atomic
     console = Console()
-    results = {"machine": machine(), "dtype": dtype, "steps": args.steps, "mmap_threshold": MMAP_THRESHOLD,
+    results = {"machine": machine(), "load_avg_start": os.getloadavg(), "dtype": dtype, "steps": args.steps, "mmap_threshold": MMAP_THRESHOLD,
                "exactness_max_rel_err": exactness(), "shapes": []}
     console.print(f"exactness vs fp64 (max relative error): {results['exactness_max_rel_err']}")
     for n, d, v in shapes:
@@ -272,20 +274,24 @@ def main() -> None:
                 r["ideal_grad_bytes"] = ideal
                 if "time_s" in base:
                     r["time_ratio"] = r["time_s"] / base["time_s"]
+                    r["cpu_ratio"] = r["cpu_s"] / base["cpu_s"]
                     r["mem_ratio"] = r["peak_extra_bytes"] / base["peak_extra_bytes"]
         results["shapes"].append({"n": n, "d": d, "v": v, "flops_per_step": flops, "methods": rows})
 
         t = Table(title=f"N={n} d={d} V={v} {dtype} (6NdV = {flops / 1e12:.2f} TFLOP)")
-        for col in ("method", "time s", "× naive", "peak extra MiB", "× naive", "TFLOP/s", "loss"):
+        for col in ("method", "time s", "× naive", "CPU s", "× naive", "peak extra MiB", "× naive", "TFLOP/s",
+                    "loss"):
             t.add_column(col)
         for m, r in rows.items():
             if "time_s" not in r:
-                t.add_row(m, r["skipped"][:60], "", "", "", "", "")
+                t.add_row(m, r["skipped"][:60], "", "", "", "", "", "", "")
                 continue
             t.add_row(m, f"{r['time_s']:.3f}", f"{r.get('time_ratio', float('nan')):.2f}",
+                      f"{r['cpu_s']:.3f}", f"{r.get('cpu_ratio', float('nan')):.2f}",
                       f"{r['peak_extra_bytes'] / 2**20:.0f}", f"{r.get('mem_ratio', float('nan')):.3f}",
                       f"{r['tflops']:.3f}", f"{r['loss']:.6f}")
         console.print(t)
+    results["load_avg_end"] = os.getloadavg()
     out = Path(args.out) if args.out else REPO / "bench" / "results" / f"loss_{'gpu' if cuda else 'cpu'}.json"
     write_json_atomic(out, results)
     console.print(f"wrote {out}")

@@ -21,7 +21,7 @@ import os
 import torch
 
 # Default memory budget for one chunk of fp32 logits (and its softcap factor) on CPU / CUDA.
-CPU_CHUNK_BYTES = int(os.environ.get("PLW_LOSS_CHUNK_MB_CPU", "32")) << 20
+CPU_CHUNK_BYTES = int(os.environ.get("PLW_LOSS_CHUNK_MB_CPU", "64")) << 20
 CUDA_CHUNK_BYTES = int(os.environ.get("PLW_LOSS_CHUNK_MB_CUDA", "1024")) << 20
 
 
