@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from plw.errors import PLWError
@@ -72,3 +74,16 @@ def test_cli_bad_key_one_line_exit_2(tmp_path, capsys):
     assert not out.exists()  # no partial output
     assert main(["train", "--set", "tiny.hidden_size=-3", "--output", str(out)]) == 2
     assert capsys.readouterr().err.strip().startswith("error: --set: tiny.hidden_size:")
+
+
+def test_shipped_examples_validate():
+    import yaml
+
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    configs = sorted(examples.glob("train_*.yaml"))
+    assert len(configs) >= 4
+    for path in configs:
+        load_config(path)
+    kinds = {p.stem: yaml.safe_load(p.read_text())["distributed_type"] for p in (examples / "accelerate").glob("*.yaml")}
+    assert kinds == {"ddp": "MULTI_GPU", "ddp_cpu": "MULTI_CPU", "fsdp": "FSDP",
+                     "deepspeed_zero2": "DEEPSPEED", "deepspeed_zero3": "DEEPSPEED"}
