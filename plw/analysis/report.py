@@ -64,8 +64,9 @@ class _progress:
     def __enter__(self):
         if not self.enabled:
             return lambda _desc: None
+        from rich.console import Console
         from rich.progress import Progress
-        self._p = Progress(transient=True)
+        self._p = Progress(transient=True, console=Console(stderr=True))
         self._p.__enter__()
         self._task = self._p.add_task("analysing", total=self.total)
         self._started = False

@@ -33,6 +33,9 @@ def read_table(results):
             return _read_sqlite(path / "results.sqlite"), str(path / "results.sqlite")
         if (path / "results.csv").is_file():
             return _read_csv(path / "results.csv"), str(path / "results.csv")
+        if (path / "runs").is_dir():   # a store whose table was never built: let the store build it
+            from plw.experiment.store import read_table as store_table
+            return store_table(path), str(path)
         raise PLWError("not a results store (no results.parquet or results.sqlite)", file=src)
     if not path.exists():
         raise PLWError("no such file or directory", file=src)
