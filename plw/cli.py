@@ -44,10 +44,12 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 def _register_all() -> None:
     from plw.data import commands as data_commands
     from plw.train import commands as train_commands
+    from plw.eval import commands as eval_commands
     from plw.experiment import commands as experiment_commands
     from plw.analysis import commands as analysis_commands
 
-    for module in (data_commands, train_commands, experiment_commands, analysis_commands):
+    for module in (data_commands, train_commands, eval_commands, experiment_commands,
+                   analysis_commands):
         module.register(app)
 
 
