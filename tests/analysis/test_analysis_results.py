@@ -62,3 +62,12 @@ def test_raw_scores_outside_unit_interval_skip_the_glmm():
     d["wp"] = d["plw"] ** 0.30103
     assert "use --scores minmax" in fit_glmm(d, "raw")["skipped"]
     assert "fixef" in fit_glmm(d, "minmax")
+
+
+def test_command_module_imports_stay_light():
+    import subprocess
+    import sys
+    code = ("import sys, plw.analysis, plw.analysis.commands; "
+            "print(any(m in sys.modules for m in ('pandas', 'scipy', 'matplotlib', 'torch')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
