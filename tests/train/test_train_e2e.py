@@ -102,7 +102,8 @@ def test_cli_builtin_run_with_flags(tmp_path, capsys):
                  "--no-progress", "--set", "max_steps=2", "--set", "data=builtin:short?n=40",
                  "--set", "tiny.hidden_size=32", "--set", "tiny.vocab_size=400", "--set", "per_device_batch_size=8",
                  "--set", "global_batch_size=8", "--set", "regularisers.minkowski_coef=0.01",
-                 "--set", "regularisers.attention_dropout=0.1", "--set", "regularisers.label_smoothing=0.1"])
+                 "--set", "regularisers.attention_dropout=0.1", "--set", "regularisers.label_smoothing=0.1",
+                 "--set", "regularisers.hidden_dropout=0.1", "--set", "packing=true", "--set", "group_by_length=true"])
     assert code == 0
     assert "saved to" in capsys.readouterr().out
     import yaml
