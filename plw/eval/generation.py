@@ -164,6 +164,8 @@ class BleuReport:
     score: float                 # corpus BLEU, 0-100
     signature: str               # sacreBLEU signature
     n: int                       # prompts generated from
+    exact_match: float           # share of completions reproduced exactly (stripped); BLEU-4
+    #                              is 0 by construction when completions are under 4 words
     hypotheses: list[str] = field(repr=False)
     references: list[str] = field(repr=False)
 
@@ -207,4 +209,5 @@ def memorization_bleu(model, tokenizer, records, *, n: int = 10_000, seed: int =
                     progress=progress, description="memorisation")
     hyps, refs = [g.text for g in gens], [c for _, c in pairs]
     score, signature = corpus_bleu(hyps, refs)
-    return BleuReport(score, signature, len(pairs), hyps, refs)
+    exact = sum(h.strip() == r.strip() for h, r in zip(hyps, refs)) / len(pairs)
+    return BleuReport(score, signature, len(pairs), exact, hyps, refs)

@@ -112,6 +112,23 @@ def test_memorization_bleu_scores_greedy_completions(eval_model, eval_tokenizer)
                     progress=False)
     assert report.hypotheses == [g.text for g in gens]
     assert report.score == pytest.approx(corpus_bleu(report.hypotheses, report.references)[0])
+    assert report.exact_match == sum(h.strip() == r.strip() for h, r in
+                                     zip(report.hypotheses, report.references)) / 6
+
+
+def test_memorization_of_one_word_completions_is_zero_bleu_but_exact(eval_model, eval_tokenizer):
+    """BLEU-4 without effective order has no 4-grams to match in one-word completions: the
+    model that reproduces every completion scores 0 BLEU and 100 % exact match."""
+    instructions = [f"Echo {i}." for i in range(3)]
+    prompts = [render(Record(instruction=i, output="x"), "alpaca", eval_tokenizer)[0]
+               for i in instructions]
+    gens = generate(eval_model, eval_tokenizer, prompts, max_new_tokens=2, progress=False)
+    assert all(0 < len(g.text.split()) < 4 for g in gens)  # the premise: 1-3 word outputs
+    memorised = [Record(instruction=i, output=g.text) for i, g in zip(instructions, gens)]
+    report = memorization_bleu(eval_model, eval_tokenizer, memorised, n=3, max_new_tokens=2,
+                               progress=False)
+    assert report.hypotheses == report.references == [g.text for g in gens]
+    assert report.exact_match == 1.0 and report.score == 0.0
 
 
 def test_sample_unique_prompts():
