@@ -76,6 +76,8 @@ def read_piqa(data_dir: str | Path | None = None) -> list[dict]:
                 doc = json.loads(line)
             except json.JSONDecodeError as err:
                 raise PLWError(f"invalid JSON: {err.msg}", file=str(docs_path), line=lineno)
+            if not isinstance(doc, dict):
+                raise PLWError("expected a JSON object", file=str(docs_path), line=lineno)
             for key in ("goal", "sol1", "sol2"):
                 if not isinstance(doc.get(key), str):
                     raise PLWError("missing or not a string", file=str(docs_path), line=lineno,
@@ -90,6 +92,8 @@ def read_piqa(data_dir: str | Path | None = None) -> list[dict]:
                 raise PLWError(f"label must be 0 or 1, got {line.strip()!r}",
                                file=str(labels_path), line=lineno, field="label")
             labels.append(int(line))
+    if not docs:
+        raise PLWError("no questions", file=str(docs_path))
     if len(labels) != len(docs):
         raise PLWError(f"{len(labels)} labels for {len(docs)} questions in {docs_path.name}",
                        file=str(labels_path), line=len(labels))
