@@ -78,7 +78,7 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
         need_dw = grad_enabled and ctx.needs_input_grad[1]
         need_db = grad_enabled and bias is not None and ctx.needs_input_grad[2]
         want_grad = need_dh or need_dw or need_db
-        dh = torch.zeros_like(hidden) if need_dh else None
+        dh = torch.zeros(hidden.shape, dtype=hidden.dtype, device=hidden.device) if need_dh else None
         dh2 = dh.view(-1, d) if need_dh else None
         # Low-precision head weights accumulate their gradient in fp32 across chunks.
         dw = torch.zeros(weight.shape, dtype=compute_dtype, device=weight.device) if need_dw else None

@@ -204,6 +204,15 @@ def test_two_dim_hidden_is_one_sequence(lt):
         torch.testing.assert_close(x, y, equal_nan=True)
 
 
+def test_non_contiguous_hidden(lt):
+    hidden, weight, labels, weights, comp = lt.batch(plw=0.1, seed=16)
+    base = hidden.transpose(0, 1).contiguous().requires_grad_()  # [T, B, d] storage
+    linear_cross_entropy(base.transpose(0, 1), weight, labels, weights, chunk_size=4).loss.backward()
+    h = hidden.clone().requires_grad_()
+    lt.ref(h @ weight.t(), labels, weights)[0].backward()
+    assert lt.rel(base.grad.transpose(0, 1), h.grad) < 1e-12
+
+
 def test_backward_twice_is_a_clear_error(lt):
     hidden, weight, labels, weights, comp = lt.batch(seed=12)
     h = hidden.clone().requires_grad_()
