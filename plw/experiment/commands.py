@@ -70,6 +70,13 @@ def run_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
 ) -> None:
     """Train and evaluate every unfinished run; finished runs are skipped (safe to rerun after a crash)."""
+    import os
+    import sys
+
+    # The libraries' own tqdm bars would interleave with plw's rich progress display
+    # (tqdm reads this once, at import, so it must be set before torch/transformers load).
+    if progress and "tqdm" not in sys.modules:
+        os.environ.setdefault("TQDM_DISABLE", "1")
     from plw.errors import PLWError
     from plw.experiment.runner import run_sweep
     from plw.experiment.spec import load_spec

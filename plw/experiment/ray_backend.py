@@ -17,9 +17,12 @@ from plw.experiment.spec import SweepSpec
 from plw.experiment.store import ResultsStore
 
 
-def _task(run: Run, run_dir: str, data_source: str, execute_fn=None) -> dict[str, Any]:
+def _task(run: Run, run_dir: str, data_source: str, num_cpus: float, execute_fn=None) -> dict[str, Any]:
     """Body of one Ray task (runs in a worker process)."""
-    # One thread per declared CPU: Ray sets OMP_NUM_THREADS to the task's num_cpus for us.
+    import torch
+
+    # As many torch threads as CPUs declared, so concurrent runs do not oversubscribe a node.
+    torch.set_num_threads(max(1, int(num_cpus)))
     if execute_fn is None:
         from plw.experiment.execute import execute as execute_fn
     return execute_fn(run, run_dir, data_source=data_source, progress=False)
@@ -62,7 +65,8 @@ def run_on_ray(spec: SweepSpec, store: ResultsStore, todo: list[Run], outcome, *
             while queue and len(pending) < limit:
                 run = queue.pop(0)
                 run_dir = prepare(store, run)
-                ref = remote.remote(run, str(run_dir.resolve()), data_source(run), execute_fn)
+                ref = remote.remote(run, str(run_dir.resolve()), data_source(run), spec.ray.num_cpus_per_run,
+                                    execute_fn)
                 pending[ref] = run
                 console.print(f"  submitted {describe(run)}")
 

@@ -64,6 +64,10 @@ def run_sweep(spec: SweepSpec, *, backend: str | None = None, progress: bool = T
             run_on_ray(spec, store, todo, outcome, console=console, fail_fast=fail_fast,
                        execute_fn=execute_fn)
         else:
+            if spec.threads and todo:
+                import torch
+
+                torch.set_num_threads(spec.threads)
             _run_local(store, todo, outcome, console=console, progress=progress,
                        fail_fast=fail_fast, execute_fn=execute_fn)
         store.rebuild()
@@ -156,9 +160,20 @@ def _analyse(store: ResultsStore, outcome: SweepOutcome, console) -> None:
         return
     out = store.root / "analysis"
     console.rule("[bold]analysis[/]", align="left")
-    analyze_results(store.root, out)
+    analysis = analyze_results(store.root, out, progress=True)
     outcome.analysis_dir = out
-    console.print(f"analysis report → {out}")
+    for line in _conclusions(analysis):
+        console.print(f"• {line}", soft_wrap=True)
+    console.print(f"analysis report → {out / 'report.html'}")
+
+
+def _conclusions(analysis: dict) -> list[str]:
+    """One plain-language line per dataset group (from plw.analysis), for the end of a sweep."""
+    try:
+        from plw.analysis.analyze import conclusion
+    except ImportError:
+        return []
+    return [g.get("conclusion") or conclusion(name, g) for name, g in analysis.get("groups", {}).items()]
 
 
 def _fmt_s(seconds: float) -> str:
