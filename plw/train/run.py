@@ -133,7 +133,13 @@ def _save_dir_atomic(trainer, out: Path) -> None:
     tmp = out / ".final.tmp"
     if trainer.accelerator.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
-    trainer.save_model(str(tmp))  # handles FSDP / DeepSpeed state-dict gathering; main process writes
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # no "Writing model shards" bar in the middle of ours
+    try:
+        trainer.save_model(str(tmp))  # handles FSDP / DeepSpeed state-dict gathering; main process writes
+    finally:
+        hf_logging.enable_progress_bar()
     if trainer.accelerator.is_main_process:
         for f in tmp.iterdir():
             target = out / f.name
@@ -166,8 +172,8 @@ def train(config: TrainConfig | dict, *, progress: bool = True) -> TrainResult:
         config = TrainConfig.model_validate(config)
     t0 = time.perf_counter()
     out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-
+    # Bad input fails below before anything is written: the output dir is created only after
+    # data, tokenizer and model loaded.
     last_ckpt = get_last_checkpoint(str(out)) if config.resume and out.is_dir() else None
 
     records = load_records(config.data, format=config.data_format)
@@ -194,6 +200,7 @@ def train(config: TrainConfig | dict, *, progress: bool = True) -> TrainResult:
             task_type="CAUSAL_LM", r=config.lora.r, lora_alpha=config.lora.alpha,
             lora_dropout=config.lora.dropout, target_modules=config.lora.target_modules))
     initial = snapshot(model)  # trainable tensors only: the reference for distance and penalty
+    out.mkdir(parents=True, exist_ok=True)
 
     world = _world_size()
     per_step = config.per_device_batch_size * world

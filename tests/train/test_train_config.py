@@ -87,3 +87,13 @@ def test_shipped_examples_validate():
     kinds = {p.stem: yaml.safe_load(p.read_text())["distributed_type"] for p in (examples / "accelerate").glob("*.yaml")}
     assert kinds == {"ddp": "MULTI_GPU", "ddp_cpu": "MULTI_CPU", "fsdp": "FSDP",
                      "deepspeed_zero2": "DEEPSPEED", "deepspeed_zero3": "DEEPSPEED"}
+
+
+def test_cli_missing_data_fails_before_writing(tmp_path, capsys):
+    from plw.cli import main
+
+    out = tmp_path / "out"
+    assert main(["train", "--data", str(tmp_path / "nope.jsonl"), "--output", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "nope.jsonl" in err and len(err.splitlines()) == 1
+    assert not out.exists()
