@@ -53,10 +53,13 @@ class PLWLossMixin:
         if minkowski_coef and initial_params is None:
             raise ValueError("minkowski_coef > 0 needs initial_params (see plw.train.diagnostics.snapshot)")
         self._device_initial = None
-        self._nll = torch.zeros(4, dtype=torch.float64)  # prompt nll sum, n_prompt, completion nll sum, n_completion
-        self._step_loss = torch.zeros((), dtype=torch.float64)
+        # Running sums live on the training device (no host sync per micro-batch); they are read
+        # once per optimizer step / log. _nll: prompt NLL sum, n_prompt, completion NLL sum, n_completion.
+        dev = self.args.device
+        self._nll = torch.zeros(4, dtype=torch.float64, device=dev)
+        self._step_loss = torch.zeros((), dtype=torch.float64, device=dev)
+        self._tokens = torch.zeros((), dtype=torch.float64, device=dev)
         self.step_losses: list[float] = []
-        self._tokens = torch.zeros((), dtype=torch.float64)
 
     # ---- one normaliser per optimizer step ---------------------------------------------
 
@@ -100,11 +103,11 @@ class PLWLossMixin:
         if model.training:
             self._accumulate_nll(out)
             mask = inputs.get("attention_mask")
-            self._tokens += float(mask.sum()) if mask is not None else inputs["input_ids"].numel()
+            self._tokens += mask.sum() if mask is not None else inputs["input_ids"].numel()
             if num_items_in_batch is not None:
                 # DP ranks average gradients; the normaliser already covers all ranks.
                 loss = loss * self.accelerator.num_processes
-            self._step_loss = self._step_loss + loss.detach().to(torch.float64).cpu()
+            self._step_loss += loss.detach().to(self._step_loss)
             if self.minkowski_coef:
                 loss = loss + self.minkowski_coef * self._penalty(model) / max(
                     1, getattr(self, "current_gradient_accumulation_steps", 1))
@@ -122,33 +125,32 @@ class PLWLossMixin:
     # ---- logging: prompt / completion NLL, per-step loss ---------------------------------
 
     def _accumulate_nll(self, out) -> None:
-        self._nll += torch.stack([out["prompt_nll_sum"].double().cpu(), out["n_prompt"].double().cpu(),
-                                  out["completion_nll_sum"].double().cpu(),
-                                  out["n_completion"].double().cpu()])
+        self._nll += torch.stack([out["prompt_nll_sum"], out["n_prompt"], out["completion_nll_sum"],
+                                  out["n_completion"]]).to(self._nll)
 
     def pop_step_loss(self) -> float:
         """The data loss of the last optimizer step (mean over ranks of Σ micro-batch losses)."""
         value = self._step_loss.clone()
         self._step_loss.zero_()
         if self.accelerator.num_processes > 1:
-            value = self.accelerator.reduce(value.to(self.args.device), reduction="mean").cpu()
+            value = self.accelerator.reduce(value, reduction="mean")
         loss = float(value)
         self.step_losses.append(loss)
         return loss
 
     def train_tokens_total(self) -> int:
         """Non-padding input tokens trained on so far, over all ranks (collective)."""
-        value = self._tokens
+        value = self._tokens.clone()
         if self.accelerator.num_processes > 1:
-            value = self.accelerator.reduce(value.to(self.args.device), reduction="sum").cpu()
+            value = self.accelerator.reduce(value, reduction="sum")
         return int(value)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs and self._nll.any():
+        if "loss" in logs:  # every rank logs the loss at the same step: the reduce is collective
             totals = self._nll.clone()
             self._nll.zero_()
             if self.accelerator.num_processes > 1:
-                totals = self.accelerator.reduce(totals.to(self.args.device), reduction="sum").cpu()
+                totals = self.accelerator.reduce(totals, reduction="sum")
             p, n_p, c, n_c = totals.tolist()
             if n_p and self.plw_track_prompt_nll:
                 logs["prompt_nll"] = p / n_p
