@@ -53,11 +53,21 @@ def plan_cmd(
     todo = [p for p in planned if p.status != "finished"]
     tokens = [p.tokens for p in todo]
     secs = [p.seconds for p in todo]
-    tok_s = "?" if any(t is None for t in tokens) else f"{sum(tokens):,}"
-    time_s = "?" if any(s is None for s in secs) else _fmt_s(sum(secs))
+    tok_s = _total([t for t in tokens if t is not None], len(tokens), lambda v: f"{int(v):,}")
+    time_s = _total([s for s in secs if s is not None], len(secs), _fmt_s)
+    where = "run one after another" if sweep.backend == "local" else \
+        "summed over runs; Ray runs them in parallel as resources allow"
     console.print(f"{len(planned)} runs: {counts['finished']} finished, {counts['partial']} interrupted "
-                  f"(restart), {counts['pending']} pending. To run: ≈{tok_s} training tokens, "
-                  f"≈{time_s} on the {sweep.backend} backend (sequential).", soft_wrap=True)
+                  f"(restart), {counts['pending']} pending. To run: {tok_s} training tokens, "
+                  f"{time_s} ({where}).", soft_wrap=True)
+
+
+def _total(known: list, n: int, fmt) -> str:
+    """'≈X', or '≥X (k runs unknown)' when some runs could not be estimated, or '?'."""
+    if not known:
+        return "?" if n else "≈0"
+    text = f"≈{fmt(sum(known))}"
+    return text if len(known) == n else f"≥{fmt(sum(known))} ({n - len(known)} runs unknown)"
 
 
 @sweep_app.command("run")
@@ -83,13 +93,14 @@ def run_cmd(
 
     if backend not in (None, "local", "ray"):
         raise PLWError(f"expected local or ray, got {backend!r}", field="--backend")
-    sweep = load_spec(spec)
+    sweep = load_spec(spec, check_files=True)
     outcome = run_sweep(sweep, backend=backend, progress=progress, fail_fast=fail_fast,
                         analysis=analysis)
     typer.echo(f"results: {outcome.store_dir / 'results.parquet'} ({len(outcome.finished)} run(s) "
                f"finished now, {len(outcome.skipped)} earlier, {len(outcome.failed)} failed)")
     if outcome.failed:
-        raise typer.Exit(1)
+        # SystemExit, not typer.Exit: click (standalone_mode=False) would turn Exit into a return value.
+        raise SystemExit(1)
 
 
 def results_cmd(

@@ -117,11 +117,14 @@ def validate_train_overrides(spec: SweepSpec, *, file: str, lines: dict[tuple, i
     from pydantic import ValidationError
 
     from plw.experiment.spec import validation_error
+    from plw.experiment.yamlpos import format_loc, line_of
 
     base = {"model": spec.models[0], "data": spec.datasets[0].source, "prompt_loss_weight": 0.0,
             "seed": spec.seeds[0]}
     checks = [(("train",), spec.train)] + [
         (("regularizers", i, "train"), {**spec.train, **r.train}) for i, r in enumerate(spec.regularizers)]
+    checks += [(("datasets", i, "template"), {**spec.train, "template": d.template})
+               for i, d in enumerate(spec.datasets) if d.template is not None]
     for prefix, overrides in checks:
         try:
             TrainConfig.model_validate({**base, **overrides})
@@ -129,6 +132,12 @@ def validate_train_overrides(spec: SweepSpec, *, file: str, lines: dict[tuple, i
             loc = err.errors()[0]["loc"]
             # An error in a global override reported inside a regulariser names the global key.
             if prefix[0] == "regularizers" and loc and loc[0] not in prefix_keys(spec, prefix):
+                prefix = ("train",)
+            if prefix[0] == "datasets":
+                if loc and loc[0] == "template":
+                    loc_err = validation_error(err, file=file, lines=lines)
+                    raise type(loc_err)(loc_err.problem, file=file, line=line_of(lines, prefix),
+                                        field=format_loc(prefix)) from None
                 prefix = ("train",)
             raise validation_error(err, file=file, lines=lines, prefix=prefix) from None
 

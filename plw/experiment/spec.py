@@ -239,8 +239,10 @@ def _check_levels(v: list[float]) -> list[float]:
     return [float(x) for x in v]
 
 
-def load_spec(path: str | Path) -> SweepSpec:
-    """Read and validate a sweep spec; any problem raises a one-line `PLWError` naming file:line: key."""
+def load_spec(path: str | Path, *, check_files: bool = False) -> SweepSpec:
+    """Read and validate a sweep spec; any problem raises a one-line `PLWError` naming file:line: key.
+
+    `check_files` also requires local dataset files to exist (before `sweep run` starts training)."""
     path = Path(path)
     data, lines = load_yaml_with_lines(path)
     if not isinstance(data, dict):
@@ -253,6 +255,11 @@ def load_spec(path: str | Path) -> SweepSpec:
     from plw.experiment.grid import validate_train_overrides
 
     validate_train_overrides(spec, file=str(path), lines=lines)
+    if check_files:
+        for i, d in enumerate(spec.datasets):
+            if Path(d.source).suffix in (".json", ".jsonl") and not Path(d.source).is_file():
+                raise PLWError(f"no such file: {d.source}", file=str(path),
+                               line=line_of(lines, ("datasets", i)), field=f"datasets[{i}]")
     return spec
 
 

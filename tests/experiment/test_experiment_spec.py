@@ -97,3 +97,23 @@ def test_cli_broken_spec_one_line_exit_2(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert err == f"error: {path}:5: train.num_epochs: Input should be greater than 0"
     assert not (tmp_path / "runs").exists()  # nothing written
+
+
+EXAMPLES = __import__("pathlib").Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.mark.parametrize("name, n_runs", [("quickstart.yaml", 12), ("sweep_paper.yaml", 60),
+                                          ("sweep_regularizers.yaml", 12), ("sweep_ratio.yaml", 28)])
+def test_example_specs_validate(name, n_runs):
+    from plw.experiment.grid import expand
+
+    spec = load_spec(EXAMPLES / name)
+    assert len(expand(spec)) == n_runs
+
+
+def test_quickstart_is_the_builtin_default():
+    spec = load_spec(EXAMPLES / "quickstart.yaml")
+    assert spec.models == ["builtin:tiny"] and spec.backend == "local" and spec.analysis
+    assert [d.source.split("?")[0] for d in spec.datasets] == ["builtin:short", "builtin:long"]
+    assert 3 <= len(spec.plw) <= 6 and spec.eval.suite == "builtin"
+    assert spec.store_dir().name == "quickstart"
