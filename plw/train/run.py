@@ -212,7 +212,7 @@ def train(config: TrainConfig | dict, *, progress: bool = True) -> TrainResult:
     bf16 = cuda and config.dtype == "auto" and torch.cuda.is_bf16_supported()
     has_val = bool(val_rows)
 
-    args = TrainingArguments(
+    args = TrainingArguments(**_compatible_args(TrainingArguments, dict(
         output_dir=str(out),
         per_device_train_batch_size=config.per_device_batch_size,
         per_device_eval_batch_size=config.per_device_batch_size,
@@ -242,7 +242,7 @@ def train(config: TrainConfig | dict, *, progress: bool = True) -> TrainResult:
         use_cpu=not cuda,
         ddp_find_unused_parameters=False,
         ddp_backend="gloo" if (world > 1 and not cuda) else None,
-    )
+    )))
     collator = PLWCollator(tokenizer.pad_token_id, packing=config.packing)
     trainer = PLWTrainer(
         model=model, args=args, train_dataset=_ListDataset(train_rows),
@@ -301,6 +301,18 @@ def train(config: TrainConfig | dict, *, progress: bool = True) -> TrainResult:
     del trainer
     return TrainResult(output_dir=out, model=trained, tokenizer=tokenizer, train_records=train_records,
                        val_records=val_records, metrics=metrics, config=config, log_history=history)
+
+
+def _compatible_args(cls, kwargs: dict) -> dict:
+    """Map our TrainingArguments onto the installed transformers 5.x (names moved within 5.x)."""
+    import dataclasses as dc
+
+    fields = {f.name for f in dc.fields(cls)}
+    if "train_sampling_strategy" not in fields:  # older 5.x: a boolean
+        kwargs["group_by_length"] = kwargs.pop("train_sampling_strategy") == "group_by_length"
+    if "warmup_ratio" in fields and isinstance(kwargs.get("warmup_steps"), float):
+        kwargs["warmup_ratio"] = kwargs.pop("warmup_steps")  # older 5.x: warmup_steps is an int
+    return kwargs
 
 
 def _match_names(state: dict, initial: dict) -> dict:

@@ -43,6 +43,9 @@ class PLWLossMixin:
             raise ValueError("PLWTrainer needs TrainingArguments(remove_unused_columns=False) "
                              "so the weight columns reach the loss")
         attach_plw_loss(self.model)
+        # Our loss is normalised over the whole optimizer step. Transformers versions that predate
+        # `loss_is_scaled_for_ga` decide the same thing from this flag.
+        self.model_accepts_loss_kwargs = True
         self.plw_normalizer = normalizer
         self.plw_label_smoothing = label_smoothing
         self.plw_track_prompt_nll = track_prompt_nll
