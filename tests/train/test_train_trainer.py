@@ -54,7 +54,7 @@ def tok():
     return tiny_tokenizer()
 
 
-@pytest.mark.parametrize("normalizer", ["weight_sum", "nonzero_tokens", "completion_tokens"])
+@pytest.mark.parametrize("normalizer", ["weight_sum", "nonzero_tokens", "completion_tokens", 100.0])
 def test_grad_accumulation_4x2_equals_1x8(tmp_path, tok, normalizer):
     rows = synthetic_rows(tok, 16, plw=0.2)
     m1, g1, l1, _ = _plw_run(tmp_path / "a", rows, tok, 8, 1, normalizer=normalizer)
