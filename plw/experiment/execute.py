@@ -48,7 +48,8 @@ def execute(run: Run, run_dir: str | Path, *, data_source: str | None = None,
     try:
         records = list(result.train_records) + list(result.val_records or [])
         ratio = dataset_ratio(records, result.tokenizer)
-        bench_rows = evaluate_benchmarks(run, result.model, result.tokenizer, progress=progress)
+        with _status(progress, f"evaluating on suite {run.eval['suite']!r}"):
+            bench_rows = evaluate_benchmarks(run, result.model, result.tokenizer, progress=progress)
         gen = generation_metrics(run, result.model, result.tokenizer, list(result.train_records),
                                  progress=progress)
         judge_rows = judge_rows_for(run, result.model, result.tokenizer, progress=progress)
@@ -211,6 +212,17 @@ def judge_rows_for(run: Run, model, tokenizer, *, progress: bool = True) -> list
                    progress=progress)
     return [{"benchmark": "alpaca_eval", "metric": "win_rate", "score": float(rep.win_rate),
              "group": "gen"}]
+
+
+def _status(enabled: bool, text: str):
+    """A rich spinner while lm-eval works (its own tqdm bars are silenced in `plw sweep run`)."""
+    import contextlib
+
+    if not enabled:
+        return contextlib.nullcontext()
+    from rich.console import Console
+
+    return Console(stderr=True).status(text)
 
 
 def _finite(v) -> bool:

@@ -47,7 +47,7 @@ def run_on_ray(spec: SweepSpec, store: ResultsStore, todo: list[Run], outcome, *
                fail_fast: bool = False, execute_fn=None) -> None:
     import ray
 
-    from plw.experiment.runner import _fmt_s, _record_failure, _summary, data_source, describe, prepare
+    from plw.experiment.runner import _fmt_s, _record_failure, _summary, data_source, describe, prepare, prune
 
     if not todo:
         return
@@ -90,6 +90,7 @@ def run_on_ray(spec: SweepSpec, store: ResultsStore, todo: list[Run], outcome, *
             else:
                 store.write_result(run.run_id, result)
                 store.rebuild()
+                prune(store, run, spec.keep)
                 outcome.finished.append(run.run_id)
                 console.print(f"[{done}/{len(todo)}, {_fmt_s(time.time() - t0)}] finished {run.run_id}: "
                               + _summary(result))

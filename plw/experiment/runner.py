@@ -69,7 +69,7 @@ def run_sweep(spec: SweepSpec, *, backend: str | None = None, progress: bool = T
 
                 torch.set_num_threads(spec.threads)
             _run_local(store, todo, outcome, console=console, progress=progress,
-                       fail_fast=fail_fast, execute_fn=execute_fn)
+                       fail_fast=fail_fast, execute_fn=execute_fn, keep=spec.keep)
         store.rebuild()
     if outcome.failed:
         console.print(f"[red]{len(outcome.failed)} run(s) failed[/] (rerun to retry): "
@@ -106,8 +106,23 @@ def describe(run: Run) -> str:
             f"reg={run.regularizer.name}  seed={run.seed}")
 
 
+def prune(store: ResultsStore, run: Run, keep: str) -> None:
+    """Free disk after a run finished (its rows are safe in result.json): see `SweepSpec.keep`."""
+    if keep == "all":
+        return
+    train_dir = store.run_dir(run.run_id) / "train"
+    if not train_dir.is_dir():
+        return
+    for ckpt in train_dir.glob("checkpoint-*"):
+        shutil.rmtree(ckpt, ignore_errors=True)
+    if keep == "none":
+        for f in train_dir.iterdir():
+            if f.is_file() and (f.suffix in (".safetensors", ".bin", ".pt") or f.name.endswith(".index.json")):
+                f.unlink()
+
+
 def _run_local(store: ResultsStore, todo: list[Run], outcome: SweepOutcome, *, console, progress: bool,
-               fail_fast: bool, execute_fn) -> None:
+               fail_fast: bool, execute_fn, keep: str = "weights") -> None:
     from plw.experiment.execute import execute
 
     execute_fn = execute_fn or execute
@@ -130,6 +145,7 @@ def _run_local(store: ResultsStore, todo: list[Run], outcome: SweepOutcome, *, c
             continue
         store.write_result(run.run_id, result)
         store.rebuild()
+        prune(store, run, keep)
         durations.append(time.time() - t0)
         outcome.finished.append(run.run_id)
         console.print(f"  finished in {_fmt_s(durations[-1])}: " + _summary(result))

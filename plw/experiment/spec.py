@@ -183,6 +183,9 @@ class SweepSpec(_Strict):
     ray: RaySpec = Field(default_factory=RaySpec)
     estimate: EstimateSpec = Field(default_factory=EstimateSpec)
     analysis: bool = True  # run plw.analysis at the end of `plw sweep run`
+    # What to keep of a finished run's training outputs: "all", "weights" (drop the intermediate
+    # checkpoints, which hold optimizer state), or "none" (drop the weights too; 60 7B runs ≈ 0.8 TB).
+    keep: Literal["all", "weights", "none"] = "weights"
 
     @field_validator("name")
     @classmethod

@@ -122,3 +122,23 @@ def test_read_table_errors_and_csv(tmp_path):
     df.to_csv(tmp_path / "t.csv", index=False)
     back = read_table(tmp_path / "t.csv")
     assert len(back) == 2 and math.isnan(back["memorization_bleu"][0])
+
+
+def test_prune_keeps_what_the_spec_says(tmp_path):
+    from plw.experiment.grid import expand
+    from plw.experiment.runner import prune
+    from plw.experiment.spec import SweepSpec
+
+    run = expand(SweepSpec(name="p", plw=[0.0], datasets=["builtin:short"]))[0]
+    store = ResultsStore(tmp_path / "s")
+    train = store.prepare_run_dir(run.run_id) / "train"
+    (train / "checkpoint-10").mkdir(parents=True)
+    (train / "checkpoint-10" / "optimizer.pt").write_bytes(b"x")
+    for name in ("model.safetensors", "config.json", "metrics.json"):
+        (train / name).write_text("x")
+    prune(store, run, "all")
+    assert (train / "checkpoint-10").exists()
+    prune(store, run, "weights")
+    assert sorted(p.name for p in train.iterdir()) == ["config.json", "metrics.json", "model.safetensors"]
+    prune(store, run, "none")
+    assert sorted(p.name for p in train.iterdir()) == ["config.json", "metrics.json"]
