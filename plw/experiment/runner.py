@@ -48,8 +48,9 @@ def run_sweep(spec: SweepSpec, *, backend: str | None = None, progress: bool = T
     with store.lock():
         write_text_atomic(store.root / "spec.yaml",
                           yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
-        if store.is_stale():  # killed after a result file but before the table rebuild
-            store.rebuild()
+        # The result files are the truth: catch up after a kill between a result file and the
+        # table rebuild, or after run folders were deleted by hand to rerun them.
+        store.rebuild()
         todo = [r for r in runs if not store.is_finished(r.run_id)]
         outcome.skipped = [r.run_id for r in runs if store.is_finished(r.run_id)]
         stray = store.finished_ids() - {r.run_id for r in runs}

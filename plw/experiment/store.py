@@ -112,12 +112,18 @@ class ResultsStore:
         return df
 
     def is_stale(self) -> bool:
-        """True when a result file is newer than the table (e.g. killed between the two writes)."""
+        """True when the table does not reflect the result files: a result file is newer (killed
+        between the two writes) or the set of runs differs (e.g. a run folder was deleted)."""
+        import pandas as pd
+
         table = self.root / TABLE_PARQUET
+        finished = self.finished_ids()
         if not table.exists():
-            return bool(self.finished_ids())
+            return bool(finished)
         t = table.stat().st_mtime
-        return any((self.run_dir(i) / RESULT_FILE).stat().st_mtime > t for i in self.finished_ids())
+        if any((self.run_dir(i) / RESULT_FILE).stat().st_mtime > t for i in finished):
+            return True
+        return set(pd.read_parquet(table, columns=["run_id"])["run_id"]) != finished
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -177,8 +183,8 @@ def read_table(path: str | os.PathLike):
         store = ResultsStore(path)
         if not (path / "runs").is_dir() and not (path / TABLE_PARQUET).exists():
             raise PLWError("not a results store (no runs/ or results.parquet)", file=str(path))
-        if store.is_stale():
-            return store.rebuild()
+        if store.is_stale() or not (path / TABLE_PARQUET).exists():
+            return store.dataframe()  # read-only: rebuilt in memory from the result files
         return pd.read_parquet(path / TABLE_PARQUET)
     if not path.exists():
         raise PLWError("no such file or directory", file=str(path))

@@ -67,7 +67,7 @@ def test_prepare_clears_an_interrupted_run(tmp_path):
     assert not store.is_finished("ccc") and store.finished_ids() == set()
 
 
-def test_stale_table_is_rebuilt_on_read(tmp_path):
+def test_stale_table_is_read_from_result_files(tmp_path):
     store = ResultsStore(tmp_path / "s")
     _finish(store, "aaa")
     store.rebuild()
@@ -76,8 +76,11 @@ def test_stale_table_is_rebuilt_on_read(tmp_path):
     past = (tmp_path / "s" / "results.parquet").stat().st_mtime - 5
     os.utime(tmp_path / "s" / "results.parquet", (past, past))
     assert store.is_stale()
-    df = read_table(tmp_path / "s")
-    assert set(df["run_id"]) == {"aaa", "bbb"} and not store.is_stale()
+    df = read_table(tmp_path / "s")  # read-only: the result files are the truth
+    assert set(df["run_id"]) == {"aaa", "bbb"} and store.is_stale()
+    store.rebuild()  # what the next `plw sweep run` does first
+    assert not store.is_stale()
+    assert set(pd.read_parquet(tmp_path / "s" / "results.parquet")["run_id"]) == {"aaa", "bbb"}
 
 
 def test_result_rows_are_validated(tmp_path):
@@ -142,3 +145,14 @@ def test_prune_keeps_what_the_spec_says(tmp_path):
     assert sorted(p.name for p in train.iterdir()) == ["config.json", "metrics.json", "model.safetensors"]
     prune(store, run, "none")
     assert sorted(p.name for p in train.iterdir()) == ["config.json", "metrics.json"]
+
+
+def test_deleted_run_folder_makes_table_stale(tmp_path):
+    import shutil
+
+    store = ResultsStore(tmp_path / "s")
+    _finish(store, "aaa")
+    _finish(store, "bbb")
+    store.rebuild()
+    shutil.rmtree(store.run_dir("bbb"))  # the documented way to rerun one run
+    assert store.is_stale() and set(read_table(tmp_path / "s")["run_id"]) == {"aaa"}
