@@ -294,13 +294,26 @@ def train(config: TrainConfig | dict, *, progress: bool = True) -> TrainResult:
     metrics["resumed_from"] = last_ckpt
     _save_dir_atomic(trainer, out)
     if trainer.accelerator.is_main_process:
-        write_json_atomic(out / "metrics.json", metrics)
+        # Strict JSON: undefined values (e.g. loss_rsd of a run shorter than one window) as null.
+        write_json_atomic(out / "metrics.json", _json_safe(metrics))
     trainer.accelerator.wait_for_everyone()
 
     trained = trainer.accelerator.unwrap_model(trainer.model)
     del trainer
     return TrainResult(output_dir=out, model=trained, tokenizer=tokenizer, train_records=train_records,
                        val_records=val_records, metrics=metrics, config=config, log_history=history)
+
+
+def _json_safe(value):
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def _compatible_args(cls, kwargs: dict) -> dict:
