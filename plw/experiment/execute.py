@@ -233,8 +233,13 @@ def _finite(v) -> bool:
 
 
 def _jsonable(v):
+    """Metrics as JSON values: numbers (incl. numpy/torch scalars), strings, lists, dicts."""
     if isinstance(v, (str, int, float, bool)) or v is None:
         return v
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
     try:
         return float(v)
     except (TypeError, ValueError):

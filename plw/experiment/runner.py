@@ -20,7 +20,7 @@ import yaml
 from plw.errors import PLWError
 from plw.experiment.grid import Run, expand
 from plw.experiment.spec import SweepSpec
-from plw.experiment.store import ResultsStore
+from plw.experiment.store import SPEC_FILE, ResultsStore
 from plw.io import write_text_atomic
 
 
@@ -46,19 +46,19 @@ def run_sweep(spec: SweepSpec, *, backend: str | None = None, progress: bool = T
     runs = expand(spec)
     outcome = SweepOutcome(store_dir=store.root)
     with store.lock():
-        write_text_atomic(store.root / "spec.yaml",
+        write_text_atomic(store.root / SPEC_FILE,
                           yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
         # The result files are the truth: catch up after a kill between a result file and the
         # table rebuild, or after run folders were deleted by hand to rerun them.
         store.rebuild()
         todo = [r for r in runs if not store.is_finished(r.run_id)]
         outcome.skipped = [r.run_id for r in runs if store.is_finished(r.run_id)]
-        stray = store.finished_ids() - {r.run_id for r in runs}
+        stray = store.finished_ids() - {r.run_id for r in runs}  # left out of the table
         console.print(f"[bold]sweep {spec.name}[/]: {len(runs)} runs, {len(outcome.skipped)} already "
                       f"finished, {len(todo)} to run → {store.root}")
         if stray:
             console.print(f"[yellow]note[/]: {len(stray)} finished run(s) in the store are not in this "
-                          "spec's grid; they stay in the table")
+                          "spec's grid (an earlier version of it?); they stay on disk, out of the table")
         if backend == "ray":
             from plw.experiment.ray_backend import run_on_ray
 

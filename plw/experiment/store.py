@@ -39,6 +39,7 @@ DIAGNOSTICS = ("loss_rsd", "weight_l2", "weight_minkowski", "memorization_bleu",
                "val_completion_nll")
 GROUPS = ("mc", "gen", "diag")
 RESULT_FILE = "result.json"
+SPEC_FILE = "spec.yaml"
 TABLE_PARQUET = "results.parquet"
 TABLE_SQLITE = "results.sqlite"
 
@@ -59,6 +60,25 @@ class ResultsStore:
         if not runs.is_dir():
             return set()
         return {p.parent.name for p in runs.glob(f"*/{RESULT_FILE}")}
+
+    def grid_ids(self) -> set[str] | None:
+        """Run IDs of the grid of the store's `spec.yaml` (the spec last run), None without one."""
+        path = self.root / SPEC_FILE
+        if not path.is_file():
+            return None
+        import yaml
+
+        from plw.experiment.grid import expand
+        from plw.experiment.spec import SweepSpec
+
+        return {r.run_id for r in expand(SweepSpec.model_validate(yaml.safe_load(path.read_text())))}
+
+    def table_ids(self) -> set[str]:
+        """The runs the table holds: finished runs of the current grid. Finished runs of an earlier
+        version of the spec stay on disk (and come back if the spec does) but are left out, so
+        the table never mixes two configurations of one cell."""
+        finished, grid = self.finished_ids(), self.grid_ids()
+        return finished if grid is None else finished & grid
 
     def prepare_run_dir(self, run_id: str, *, keep: tuple[str, ...] = ()) -> Path:
         """A clean folder for a run that has not finished: leftovers of an interrupted attempt are
@@ -91,9 +111,9 @@ class ResultsStore:
 
     # ---- the tidy table -----------------------------------------------------------------
     def rows(self) -> list[dict[str, Any]]:
-        """All rows of all finished runs, in run-ID order (deterministic)."""
+        """All rows of the table's runs (`table_ids`), in run-ID order (deterministic)."""
         out: list[dict[str, Any]] = []
-        for run_id in sorted(self.finished_ids()):
+        for run_id in sorted(self.table_ids()):
             out.extend(self.read_result(run_id)["rows"])
         return out
 
@@ -117,7 +137,7 @@ class ResultsStore:
         import pandas as pd
 
         table = self.root / TABLE_PARQUET
-        finished = self.finished_ids()
+        finished = self.table_ids()
         if not table.exists():
             return bool(finished)
         t = table.stat().st_mtime

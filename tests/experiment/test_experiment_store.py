@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import sqlite3
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -156,3 +157,23 @@ def test_deleted_run_folder_makes_table_stale(tmp_path):
     store.rebuild()
     shutil.rmtree(store.run_dir("bbb"))  # the documented way to rerun one run
     assert store.is_stale() and set(read_table(tmp_path / "s")["run_id"]) == {"aaa"}
+
+
+def test_table_holds_the_current_grid_only(tmp_path):
+    import yaml
+
+    from plw.experiment.grid import expand
+    from plw.experiment.spec import load_spec
+
+    spec = load_spec(Path(__file__).resolve().parents[2] / "examples" / "sweep_regularizers.yaml")
+    store = ResultsStore(tmp_path / "s")
+    (tmp_path / "s").mkdir()
+    # The spec as `sweep run` saves it reloads to the same run IDs (hash stable through the dump).
+    (tmp_path / "s" / "spec.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+    ids = [r.run_id for r in expand(spec)]
+    assert store.grid_ids() == set(ids)
+    _finish(store, ids[0])
+    _finish(store, "0ld0ld0ld0ld")  # finished under an earlier version of the spec
+    df = store.rebuild()
+    assert set(df["run_id"]) == {ids[0]} and not store.is_stale()
+    assert store.finished_ids() == {ids[0], "0ld0ld0ld0ld"}  # kept on disk
