@@ -26,9 +26,16 @@ CUDA_CHUNK_BYTES = int(os.environ.get("PLW_LOSS_CHUNK_MB_CUDA", "1024")) << 20
 
 
 def auto_chunk_size(n_rows: int, vocab: int, *, device: torch.device, dtype: torch.dtype,
-                    softcap: bool) -> int:
-    """Rows per chunk so that the chunk's working set fits the device's budget (multiple of 8)."""
-    budget = CUDA_CHUNK_BYTES if device.type == "cuda" else CPU_CHUNK_BYTES
+                    softcap: bool, hidden_size: int = 0) -> int:
+    """Rows per chunk so that the chunk's working set fits the device's budget (multiple of 8).
+
+    On CPU the budget grows to the size of the head's fp32 gradient when that is larger: the chunk then
+    costs at most what the gradient already does, and fewer, taller chunks re-read that gradient less.
+    """
+    if device.type == "cuda":
+        budget = CUDA_CHUNK_BYTES
+    else:
+        budget = max(CPU_CHUNK_BYTES, vocab * hidden_size * 4)
     per_row = vocab * 4 * (2 if softcap else 1)
     if dtype.itemsize < 4:
         per_row += vocab * dtype.itemsize  # the low-precision copy of the gradient chunk for the matmuls

@@ -55,7 +55,8 @@ def linear_cross_entropy(hidden: torch.Tensor, lm_head_weight: torch.Tensor, lab
 
     if chunk_size == "auto":
         chunk = auto_chunk_size(max(rows.numel(), tracked.numel(), 1), V, device=hidden.device,
-                                dtype=hidden.dtype, softcap=softcap is not None)
+                                dtype=hidden.dtype, softcap=softcap is not None,
+                                hidden_size=hidden.shape[-1])
     elif isinstance(chunk_size, int) and not isinstance(chunk_size, bool) and chunk_size > 0:
         chunk = chunk_size
     else:
