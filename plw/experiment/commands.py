@@ -110,6 +110,7 @@ def results_cmd(
     parquet: Optional[Path] = typer.Option(None, "--parquet", help="Export the tidy table as Parquet."),
     rows: int = typer.Option(40, "--rows", help="Show at most this many rows."),
     benchmarks_only: bool = typer.Option(False, "--benchmarks", help="Hide diagnostics rows (group diag)."),
+    wide: bool = typer.Option(False, "--wide", help="Also show the group and diagnostics columns."),
 ) -> None:
     """Show the results table of a sweep and export it."""
     from rich.console import Console
@@ -131,13 +132,20 @@ def results_cmd(
         with atomic_path(parquet) as tmp:
             df.to_parquet(tmp, index=False)
     shown = df[df["group"] != "diag"] if benchmarks_only and "group" in df.columns else df
-    cols = [c for c in ("run_id", "model", "dataset", "ratio", "plw", "regularizer", "seed", "benchmark",
-                        "metric", "score", "group", "loss_rsd", "memorization_bleu", "generation_length")
-            if c in shown.columns]
+    order = [c for c in ("model", "dataset", "regularizer", "plw", "seed", "group", "benchmark", "metric")
+             if c in shown.columns]
+    shown = shown.sort_values(order, kind="stable") if order else shown  # display only
+    varying = [c for c in ("model", "regularizer", "seed") if c in df.columns and df[c].nunique() > 1]
+    cols = ["run_id"] + varying + ["dataset", "ratio", "plw", "benchmark", "metric", "score"]
+    if wide:
+        cols += ["group", "loss_rsd", "weight_l2", "memorization_bleu", "generation_length",
+                 "val_completion_nll", "wall_time_s", "train_tokens"]
+    cols = [c for c in dict.fromkeys(cols) if c in shown.columns]
     n_runs = df["run_id"].nunique() if "run_id" in df.columns else "?"
     table = Table(title=str(store), title_justify="left")
     for c in cols:
-        table.add_column(c, justify="right" if shown[c].dtype.kind in "fi" else "left")
+        table.add_column(c, justify="right" if shown[c].dtype.kind in "fi" else "left",
+                         no_wrap=c in ("run_id", "plw", "score"))
     for _, row in shown.head(rows).iterrows():
         table.add_row(*(_cell(row[c]) for c in cols))
     console = Console()
