@@ -17,9 +17,10 @@ TINY_EVAL = {"suite": "builtin", "limit": 8, "generation_prompts": 4, "memorizat
              "max_new_tokens": 8, "generation_set": "builtin", "batch_size": 8}
 
 
-def write_spec(directory: Path, name: str = "tiny", **fields) -> Path:
+def write_spec(directory: Path, name: str = "tiny", train_extra: dict | None = None, **fields) -> Path:
     spec = {"name": name, "output_dir": str(directory / "runs" / name), "plw": [0.0, 1.0],
-            "datasets": ["builtin:short?n=48", "builtin:long?n=48"], "train": TINY_TRAIN,
+            "datasets": ["builtin:short?n=48", "builtin:long?n=48"],
+            "train": {**TINY_TRAIN, **(train_extra or {})},
             "eval": TINY_EVAL, "analysis": False}
     spec.update(fields)
     path = directory / f"{name}.yaml"

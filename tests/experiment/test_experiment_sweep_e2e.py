@@ -23,8 +23,10 @@ from plw.experiment.store import COLUMNS, ResultsStore
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _kill_during_second_run(spec_path: Path, store_root: Path, timeout: float = 180.0) -> str:
-    """Start `plw sweep run` in a subprocess; SIGKILL it once the second run is training."""
+def _kill_during_second_run(spec_path: Path, store_root: Path, timeout: float = 180.0,
+                            after: str = "train") -> str:
+    """Start `plw sweep run` in a subprocess; SIGKILL it once the second run has `after` (a glob
+    inside its folder: its training started, or a checkpoint was saved)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "plw.cli", "sweep", "run", str(spec_path), "--no-progress"],
                             cwd=spec_path.parent, env=env, stdout=subprocess.DEVNULL,
@@ -38,7 +40,7 @@ def _kill_during_second_run(spec_path: Path, store_root: Path, timeout: float = 
                                      + proc.stderr.read().decode()[-2000:])
             dirs = [d for d in runs.iterdir()] if runs.is_dir() else []
             done = [d for d in dirs if (d / "result.json").exists()]
-            started = [d for d in dirs if not (d / "result.json").exists() and (d / "train").exists()]
+            started = [d for d in dirs if not (d / "result.json").exists() and any(d.glob(after))]
             if len(done) == 1 and started:
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait()
@@ -110,3 +112,18 @@ def test_sweep_2x2_kill_and_resume(tiny_spec, capsys):
     assert f"{len(df)} rows, 4 runs" in capsys.readouterr().out
     pd.testing.assert_frame_equal(pd.read_parquet(csv.with_suffix(".parquet")), df)
     assert len(pd.read_csv(csv)) == len(df)
+
+
+def test_interrupted_run_resumes_from_its_checkpoint(tiny_spec):
+    """Killed after the second run saved a complete checkpoint: the rerun resumes from it."""
+    spec_path = tiny_spec(name="ckpt", plw=[0.0, 1.0], datasets=["builtin:short?n=64"],
+                          train_extra={"save_steps": 1})
+    spec = load_spec(spec_path)
+    store = ResultsStore(spec.store_dir())
+    killed = _kill_during_second_run(spec_path, store.root, after="train/checkpoint-*/trainer_state.json")
+    assert main(["sweep", "run", str(spec_path), "--no-progress"]) == 0
+    result = json.loads((store.run_dir(killed) / "result.json").read_text())
+    assert result["metrics"]["resumed_from"], "the interrupted run did not resume from its checkpoint"
+    assert not list((store.run_dir(killed) / "train").glob("checkpoint-*"))  # pruned once finished
+    df = pd.read_parquet(store.root / "results.parquet")
+    assert df["run_id"].nunique() == 2 and not df.duplicated(["run_id", "benchmark", "metric"]).any()
