@@ -50,9 +50,10 @@ def execute(run: Run, run_dir: str | Path, *, data_source: str | None = None,
         ratio = dataset_ratio(records, result.tokenizer)
         with _status(progress, f"evaluating on suite {run.eval['suite']!r}"):
             bench_rows = evaluate_benchmarks(run, result.model, result.tokenizer, progress=progress)
+        memo: dict = {}  # greedy generations shared by the length metric and the judge
         gen = generation_metrics(run, result.model, result.tokenizer, list(result.train_records),
-                                 progress=progress)
-        judge_rows = judge_rows_for(run, result.model, result.tokenizer, progress=progress)
+                                 progress=progress, memo=memo)
+        judge_rows = judge_rows_for(run, result.model, result.tokenizer, progress=progress, memo=memo)
         metrics = {k: _jsonable(v) for k, v in dict(result.metrics).items()}
     finally:
         del result
@@ -136,8 +137,22 @@ def evaluate_benchmarks(run: Run, model, tokenizer, *, progress: bool = True) ->
     return out
 
 
+def _lengths(model, tokenizer, instructions: list[str], memo: dict | None, **kw):
+    """`generation_lengths`, memoised on (instructions, settings): greedy decoding is deterministic,
+    so the judge can reuse the generation-length completions of the same AlpacaEval prompts."""
+    from plw.eval.generation import generation_lengths
+
+    key = (tuple(instructions), tuple(sorted((k, v) for k, v in kw.items() if k != "progress")))
+    if memo is not None and key in memo:
+        return memo[key]
+    rep = generation_lengths(model, tokenizer, instructions, **kw)
+    if memo is not None:
+        memo[key] = rep
+    return rep
+
+
 def generation_metrics(run: Run, model, tokenizer, train_records: list, *,
-                       progress: bool = True) -> dict[str, Any]:
+                       progress: bool = True, memo: dict | None = None) -> dict[str, Any]:
     """Generation length on an evaluation prompt set and memorisation BLEU on training prompts."""
     from plw.eval import generation
 
@@ -148,8 +163,7 @@ def generation_metrics(run: Run, model, tokenizer, train_records: list, *,
                   batch_size=ev["batch_size"], progress=progress)
     if ev["generation_prompts"] > 0:
         instructions, set_name = generation_instructions(ev["generation_set"])
-        rep = generation.generation_lengths(model, tokenizer, instructions,
-                                            limit=ev["generation_prompts"], **common)
+        rep = _lengths(model, tokenizer, list(instructions)[:ev["generation_prompts"]], memo, **common)
         out.update(generation_length=float(rep.mean_length), generation_set=set_name,
                    generation_unstopped=rep.n_unstopped)
     if ev["memorization_prompts"] > 0 and train_records:
@@ -194,20 +208,20 @@ def generation_instructions(name: str) -> tuple[list[str] | None, str]:
     return [as_alpaca(r)[0] for r in load_records(name)], name
 
 
-def judge_rows_for(run: Run, model, tokenizer, *, progress: bool = True) -> list[dict]:
+def judge_rows_for(run: Run, model, tokenizer, *, progress: bool = True,
+                   memo: dict | None = None) -> list[dict]:
     """AlpacaEval-1 win rate (percent) against the reference outputs, when a judge is configured."""
     judge = run.eval.get("judge")
     if not judge:
         return []
-    from plw.eval.generation import generation_lengths
     from plw.eval.judge import load_alpaca_eval, win_rate
 
     config = {k: v for k, v in judge.items() if k not in ("reference_file", "limit")}
     ref = load_alpaca_eval(judge.get("reference_file"), limit=judge.get("limit"))
     template = resolve_template(run, [])
-    gens = generation_lengths(model, tokenizer, ref.instructions, template=template,
-                              max_new_tokens=run.eval["max_new_tokens"],
-                              batch_size=run.eval["batch_size"], progress=progress)
+    gens = _lengths(model, tokenizer, list(ref.instructions), memo, template=template,
+                    max_new_tokens=run.eval["max_new_tokens"], batch_size=run.eval["batch_size"],
+                    progress=progress)
     rep = win_rate(ref.instructions, gens.outputs, ref.outputs, config, seed=run.seed,
                    progress=progress)
     return [{"benchmark": "alpaca_eval", "metric": "win_rate", "score": float(rep.win_rate),

@@ -177,7 +177,13 @@ def _analyse(store: ResultsStore, outcome: SweepOutcome, console) -> None:
         return
     out = store.root / "analysis"
     console.rule("[bold]analysis[/]", align="left")
-    analysis = analyze_results(store.root, out, progress=True)
+    try:
+        analysis = analyze_results(store.root, out, progress=True)
+    except Exception as err:  # the runs are safe in the table; say why the report is missing
+        msg = err.one_line() if isinstance(err, PLWError) else f"{type(err).__name__}: {err}"
+        outcome.analysis_note = f"analysis failed: {msg} (rerun it with `plw analyze {store.root}`)"
+        console.print(f"[yellow]note[/]: {outcome.analysis_note}", soft_wrap=True)
+        return
     outcome.analysis_dir = out
     for line in _conclusions(analysis):
         console.print(f"• {line}", soft_wrap=True)
