@@ -47,15 +47,22 @@ def judge_url():
     server.server_close()
 
 
-def test_sweep_records_judge_win_rate(tiny_spec, tmp_path, judge_url):
+def test_sweep_records_judge_win_rate(tiny_spec, tmp_path, judge_url, monkeypatch):
     # Reference outputs far longer than any 8-token generation: the length-preferring judge
     # must rank the reference first every time, so the model's win rate is exactly 0.
     ref = tmp_path / "alpaca_eval.json"
     ref.write_text(json.dumps([{"instruction": f"Say something about {w}.", "output": f"{w} " * 200,
                                 "generator": "ref"} for w in ("cats", "rain", "maps")]))
     _Judge.requests.clear()
-    eval_cfg = {"suite": "builtin", "limit": 4, "generation_prompts": 0, "memorization_prompts": 0,
-                "max_new_tokens": 8,
+    import plw.eval.generation as generation
+
+    calls = []
+    original = generation.generation_lengths
+    monkeypatch.setattr(generation, "generation_lengths",
+                        lambda *a, **k: calls.append(a[2]) or original(*a, **k))
+    # Generation length on the same prompts as the judge: generated once, used twice.
+    eval_cfg = {"suite": "builtin", "limit": 4, "generation_prompts": 3, "generation_set": str(ref),
+                "memorization_prompts": 0, "max_new_tokens": 8,
                 "judge": {"base_url": judge_url, "model": "judge-model", "reference_file": str(ref),
                           "limit": 3, "prompt": "plw", "max_retries": 0, "api_key_env": None}}
     spec = load_spec(tiny_spec(plw=[0.0], datasets=["builtin:short?n=32"], eval=eval_cfg))
@@ -65,5 +72,7 @@ def test_sweep_records_judge_win_rate(tiny_spec, tmp_path, judge_url):
     row = df[df["benchmark"] == "alpaca_eval"]
     assert list(row["metric"]) == ["win_rate"] and list(row["group"]) == ["gen"]
     assert row["score"].iloc[0] == 0.0
+    assert len(calls) == 1 and len(calls[0]) == 3
+    assert df["generation_length"].notna().all()
     assert len(_Judge.requests) == 3 and all(p == "/v1/chat/completions" and m == "judge-model"
                                              for p, m in _Judge.requests)
