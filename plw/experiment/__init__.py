@@ -1,1 +1,25 @@
-"""plw.experiment."""
+"""plw.experiment: factorial PLW sweeps (`plw sweep plan|run`) and their results store (`plw results`).
+
+spec (YAML → `SweepSpec`) → grid (`expand` → `Run`s with stable IDs) → runner (local or Ray;
+`execute` = train → evaluate → rows) → store (per-run `result.json` → `results.parquet` +
+`results.sqlite`, rebuilt atomically) → `plw.analysis`.
+
+Light to import: each name loads its module on first use.
+"""
+
+__all__ = ["SweepSpec", "load_spec", "Run", "expand", "run_sweep", "SweepOutcome", "ResultsStore",
+           "read_table", "COLUMNS", "plan"]
+
+_LAZY = {"SweepSpec": "plw.experiment.spec", "load_spec": "plw.experiment.spec",
+         "Run": "plw.experiment.grid", "expand": "plw.experiment.grid",
+         "run_sweep": "plw.experiment.runner", "SweepOutcome": "plw.experiment.runner",
+         "ResultsStore": "plw.experiment.store", "read_table": "plw.experiment.store",
+         "COLUMNS": "plw.experiment.store", "plan": "plw.experiment.plan"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'plw.experiment' has no attribute {name!r}")
