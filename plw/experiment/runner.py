@@ -46,6 +46,8 @@ def run_sweep(spec: SweepSpec, *, backend: str | None = None, progress: bool = T
     runs = expand(spec)
     outcome = SweepOutcome(store_dir=store.root)
     with store.lock():
+        for tmp in store.root.glob(".*.tmp"):  # temp files of writes cut short by a kill
+            tmp.unlink()
         write_text_atomic(store.root / SPEC_FILE,
                           yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
         # The result files are the truth: catch up after a kill between a result file and the
