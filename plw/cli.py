@@ -59,7 +59,10 @@ _register_all()
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors become one line on stderr and exit code 2."""
     try:
-        app(args=argv, standalone_mode=False)
+        # Without standalone mode click returns typer.Exit's code instead of raising it.
+        rc = app(args=argv, standalone_mode=False)
+        if isinstance(rc, int):
+            return rc
     except PLWError as err:
         print(f"error: {err.one_line()}", file=sys.stderr)
         return err.exit_code
