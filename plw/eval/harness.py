@@ -145,12 +145,14 @@ def evaluate(model, tokenizer, suite: str | Sequence[str | TaskSpec] = "builtin"
              limit: int | float | None = None, batch_size: int = 8,
              data_dir: str | Path | None = None, include_path=None,
              max_length: int | None = None, fewshot_seed: int = 1234,
-             all_metrics: bool = False, verbose: bool = False) -> list[dict]:
+             all_metrics: bool = False, verbose: bool = False,
+             progress: bool = True) -> list[dict]:
     """Evaluate an in-memory causal LM on a suite; one row per benchmark (or per metric).
 
     `limit` caps the documents per task (a fraction when < 1), for quick runs.
     `include_path` adds directories of lm-eval task YAMLs whose names `suite` may use.
     `all_metrics` reports every metric of every task instead of each benchmark's primary one.
+    `progress=False` silences lm-eval's per-request tqdm bars (e.g. under a caller's own display).
     """
     from lm_eval import evaluator
     from lm_eval.models.huggingface import HFLM
@@ -167,11 +169,28 @@ def evaluate(model, tokenizer, suite: str | Sequence[str | TaskSpec] = "builtin"
             task.set_fewshot_seed(seed=fewshot_seed)
 
         with _eval_mode(model):  # HFLM itself switches the model to eval mode
-            lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
-                      max_length=max_length)
+            lm_class = HFLM if progress else _quiet(HFLM)
+            lm = lm_class(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
+                          max_length=max_length)
             out = evaluator.evaluate(lm=lm, task_dict=loaded, limit=limit, bootstrap_iters=0,
                                      log_samples=False)
     return _rows(specs, loaded, out["results"], all_metrics)
+
+
+def _quiet(hflm_class):
+    """HFLM whose request methods never show tqdm bars (the evaluator passes no such switch)."""
+
+    class QuietHFLM(hflm_class):
+        def loglikelihood(self, requests, disable_tqdm=False):
+            return super().loglikelihood(requests, disable_tqdm=True)
+
+        def loglikelihood_rolling(self, requests, disable_tqdm=False):
+            return super().loglikelihood_rolling(requests, disable_tqdm=True)
+
+        def generate_until(self, requests, disable_tqdm=False):
+            return super().generate_until(requests, disable_tqdm=True)
+
+    return QuietHFLM
 
 
 def _rows(specs: list[TaskSpec], loaded: dict, results: dict, all_metrics: bool) -> list[dict]:

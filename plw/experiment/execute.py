@@ -128,8 +128,9 @@ def evaluate_benchmarks(run: Run, model, tokenizer, *, progress: bool = True) ->
     from plw.eval import evaluate
 
     ev = run.eval
+    # With progress on, the runner shows a spinner; lm-eval's own bars would interleave with it.
     rows = evaluate(model, tokenizer, ev["suite"], limit=ev["limit"], batch_size=ev["batch_size"],
-                    **ev["options"])
+                    progress=not progress, **ev["options"])
     out = []
     for r in rows:
         out.append({"benchmark": str(r["benchmark"]), "metric": str(r["metric"]),

@@ -269,3 +269,13 @@ def test_paper_truthfulqa_configs_read_hub_shaped_documents(eval_model, eval_tok
     p = np.exp(ll - ll.max())
     assert by["truthfulqa_mc2"]["score"] == pytest.approx(p[0] / p.sum(), abs=2e-5)
     assert by["truthfulqa_gen"]["metric"] == "bleu_acc" and by["truthfulqa_gen"]["group"] == "gen"
+
+
+def test_progress_false_silences_lm_eval_bars_and_keeps_scores(eval_model, eval_tokenizer, capfd):
+    loud = evaluate(eval_model, eval_tokenizer, "builtin", limit=8, batch_size=8)
+    assert "Running loglikelihood requests" in capfd.readouterr().err
+    quiet = evaluate(eval_model, eval_tokenizer, "builtin", limit=8, batch_size=8, progress=False)
+    err = capfd.readouterr().err
+    assert "Running loglikelihood requests" not in err
+    assert "Running generate_until requests" not in err
+    assert quiet == loud
