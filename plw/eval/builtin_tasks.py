@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import random
 
-from plw.eval.spec import in_memory_dataset
+from plw.eval.spec import in_memory_dataset, multiple_choice_task
 
 HELDOUT_SEED = 917_346  # disjoint from the seeds `builtin:*` training data use by default
 N_DISTRACTORS = 3
@@ -62,23 +62,10 @@ def _process_exact(doc: dict, results) -> dict:
 
 
 def builtin_mc_task(tokenizer, **kwargs) -> dict:
-    return {
-        "task": "plw_builtin_mc",
-        "custom_dataset": functools.partial(in_memory_dataset, builtin_mc_docs(tokenizer, **kwargs)),
-        "output_type": "multiple_choice",
-        "validation_split": "validation",
-        "doc_to_text": "{{prompt}}",
-        "doc_to_target": "label",
-        "doc_to_choice": "{{choices}}",
-        # The Alpaca recipe appends the completion right after "### Response:".
-        "target_delimiter": "",
-        "num_fewshot": 0,
-        "metric_list": [
-            {"metric": "acc", "aggregation": "mean", "higher_is_better": True},
-            {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True},
-        ],
-        "metadata": {"version": 1.0},
-    }
+    # The Alpaca recipe appends the completion right after "### Response:".
+    return multiple_choice_task("plw_builtin_mc", builtin_mc_docs(tokenizer, **kwargs),
+                                doc_to_text="{{prompt}}", doc_to_choice="{{choices}}",
+                                target_delimiter="")
 
 
 def builtin_gen_task(tokenizer, *, max_gen_toks: int = 32, **kwargs) -> dict:

@@ -24,7 +24,7 @@ import json
 from pathlib import Path
 
 from plw.errors import PLWError
-from plw.eval.spec import SHARED_DATA, in_memory_dataset
+from plw.eval.spec import SHARED_DATA, in_memory_dataset, multiple_choice_task
 
 DEFAULT_BENCH_DIR = SHARED_DATA / "bench"
 
@@ -105,21 +105,8 @@ def read_piqa(data_dir: str | Path | None = None) -> list[dict]:
 def piqa_task(data_dir: str | Path | None = None) -> dict:
     """lm-eval config of PIQA (0-shot, validation split) from local files."""
     docs = read_piqa(data_dir)  # read now: errors surface before any model work
-    return {
-        "task": "plw_piqa",
-        "custom_dataset": functools.partial(in_memory_dataset, docs),
-        "output_type": "multiple_choice",
-        "validation_split": "validation",
-        "doc_to_text": "Question: {{goal}}\nAnswer:",
-        "doc_to_target": "label",
-        "doc_to_choice": "{{[sol1, sol2]}}",
-        "num_fewshot": 0,
-        "metric_list": [
-            {"metric": "acc", "aggregation": "mean", "higher_is_better": True},
-            {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True},
-        ],
-        "metadata": {"version": 1.0},
-    }
+    return multiple_choice_task("plw_piqa", docs, doc_to_text="Question: {{goal}}\nAnswer:",
+                                doc_to_choice="{{[sol1, sol2]}}")
 
 
 # --------------------------------------------------------------------------- TruthfulQA

@@ -29,3 +29,26 @@ def in_memory_dataset(docs: list[dict], **_metadata):
     import datasets
 
     return datasets.DatasetDict({"validation": datasets.Dataset.from_list(docs)})
+
+
+def multiple_choice_task(name: str, docs: list[dict], *, doc_to_text: str, doc_to_choice: str,
+                         **extra) -> dict:
+    """lm-eval config of a 0-shot multiple-choice task over in-memory `docs` (label = index)."""
+    import functools
+
+    return {
+        "task": name,
+        "custom_dataset": functools.partial(in_memory_dataset, docs),
+        "output_type": "multiple_choice",
+        "validation_split": "validation",
+        "doc_to_text": doc_to_text,
+        "doc_to_target": "label",
+        "doc_to_choice": doc_to_choice,
+        "num_fewshot": 0,
+        "metric_list": [
+            {"metric": "acc", "aggregation": "mean", "higher_is_better": True},
+            {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True},
+        ],
+        "metadata": {"version": 1.0},
+        **extra,
+    }
