@@ -258,12 +258,63 @@ def load_spec(path: str | Path, *, check_files: bool = False) -> SweepSpec:
     from plw.experiment.grid import validate_train_overrides
 
     validate_train_overrides(spec, file=str(path), lines=lines)
+    validate_suite(spec, file=str(path), lines=lines)
     if check_files:
         for i, d in enumerate(spec.datasets):
             if Path(d.source).suffix in (".json", ".jsonl") and not Path(d.source).is_file():
                 raise PLWError(f"no such file: {d.source}", file=str(path),
                                line=line_of(lines, ("datasets", i)), field=f"datasets[{i}]")
     return spec
+
+
+def validate_suite(spec: SweepSpec, *, file: str, lines: dict[tuple, int]) -> None:
+    """Check `eval.suite`'s names before anything trains (a typo would otherwise surface only after
+    every run's training). Suite and plw task names cost nothing; lm-eval's task registry is indexed
+    (seconds) only when some other name is used, as `plw.eval.evaluate` does."""
+    try:
+        from plw.eval.harness import (BUILTIN_TASKS, LOCAL_TASKS, OFFLINE_TASKS, SUITES, resolve_suite,
+                                      task_manager_for)
+    except ImportError:  # plw.eval not installed: evaluate() reports it per run
+        return
+    suite = spec.eval.suite
+    names = [suite] if isinstance(suite, str) else list(suite)
+
+    def where(i: int | None) -> tuple:
+        return ("eval", "suite") if i is None or isinstance(suite, str) else ("eval", "suite", i)
+
+    def fail(problem: str, i: int | None) -> PLWError:
+        loc = where(i)
+        return PLWError(problem, file=file, line=line_of(lines, loc), field=format_loc(loc))
+
+    if not names:
+        raise fail("empty list of tasks", None)
+    own = set(SUITES) | set(LOCAL_TASKS) | set(BUILTIN_TASKS)
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name == "paper":
+            from plw.eval.paper import paper_specs
+
+            benchmarks = [s.benchmark for s in paper_specs()]
+        elif name == "offline":
+            benchmarks = list(OFFLINE_TASKS)
+        elif name == "builtin":
+            benchmarks = list(BUILTIN_TASKS)
+        else:
+            benchmarks = [name]
+        for b in benchmarks:
+            if b in seen:
+                raise fail(f"benchmark {b!r} requested twice", i)
+            seen[b] = i
+    others = [(i, n) for i, n in enumerate(names) if n not in own]
+    if not others:
+        return
+    include_path = spec.eval.options.get("include_path")
+    tm = task_manager_for([n for _, n in others], include_path)
+    for i, name in others:
+        try:
+            resolve_suite([name], task_manager=tm)
+        except PLWError as err:
+            raise fail(err.problem, i) from None
 
 
 def validation_error(err: ValidationError, *, file: str, lines: dict[tuple, int],

@@ -117,3 +117,26 @@ def test_quickstart_is_the_builtin_default():
     assert [d.source.split("?")[0] for d in spec.datasets] == ["builtin:short", "builtin:long"]
     assert 3 <= len(spec.plw) <= 6 and spec.eval.suite == "builtin"
     assert spec.store_dir().name == "quickstart"
+
+
+def test_unknown_suite_fails_up_front_in_plan_and_run(tmp_path, capsys, monkeypatch):
+    """A typo in eval.suite stops `sweep plan` and `sweep run` before anything trains."""
+    monkeypatch.chdir(tmp_path)
+    path = _write(tmp_path, GOOD + "eval:\n  limit: 4\n  suite: nosuch\n")
+    for cmd in (["sweep", "plan", str(path)], ["sweep", "run", str(path)]):
+        assert main(cmd) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err
+        assert err.startswith(f"error: {path}:6: eval.suite: unknown task 'nosuch'")
+    assert not (tmp_path / "runs").exists()  # nothing trained or written
+
+
+def test_suite_list_errors_name_the_item(tmp_path):
+    path = _write(tmp_path, GOOD + "eval:\n  suite:\n    - builtin\n    - piqa\n    - builtin_mc\n")
+    with pytest.raises(PLWError) as info:
+        load_spec(path)
+    assert (info.value.line, info.value.field) == (8, "eval.suite[2]")
+    assert "requested twice" in info.value.problem
+    # plw's own suite and task names are accepted without touching lm-eval's registry
+    ok = _write(tmp_path, GOOD + "eval:\n  suite: [offline, truthfulqa_gen, builtin_gen]\n")
+    assert load_spec(ok).eval.suite == ["offline", "truthfulqa_gen", "builtin_gen"]
