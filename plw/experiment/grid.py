@@ -3,7 +3,10 @@
 The run ID is a hash of the run's canonical config (model, dataset, PLW, regulariser, seed, the
 training overrides and the evaluation settings), so it does not depend on the order of the grid,
 on YAML spelling (`1e-2` vs `0.01`) or on where the store lives. Changing anything that changes
-results gives a new ID; `plw sweep run` then trains that cell again.
+results gives a new ID; `plw sweep run` then trains that cell again. Evaluation knobs that only
+change speed or output (`eval.batch_size`, `eval.options.verbose/progress`, the judge's
+concurrency, timeouts, retries and API-key variable) are left out of the hash, so tuning them
+keeps every finished run.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ class Run:
     regularizer: RegularizerSpec
     seed: int
     train_overrides: dict[str, Any]  # spec.train merged with the regulariser's overrides
-    eval: dict[str, Any]
+    eval: dict[str, Any]  # all evaluation settings (the hashed config omits the speed-only ones)
     config: dict[str, Any] = field(repr=False)  # the canonical config that was hashed
 
     @property
@@ -75,9 +78,26 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json(config).encode()).hexdigest()
 
 
+# Settings of `eval:` that do not change a run's results, only its speed or console output.
+NEUTRAL_EVAL_KEYS = ("batch_size",)
+NEUTRAL_EVAL_OPTIONS = ("verbose", "progress")  # keyword arguments of plw.eval.evaluate
+NEUTRAL_JUDGE_KEYS = ("api_key_env", "timeout_s", "max_retries", "retry_backoff_s", "concurrency")
+
+
+def hashed_eval(eval_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The part of the evaluation settings that goes into the run ID (results-relevant keys only)."""
+    out = {k: v for k, v in eval_cfg.items() if k not in NEUTRAL_EVAL_KEYS}
+    if isinstance(out.get("options"), dict):
+        out["options"] = {k: v for k, v in out["options"].items() if k not in NEUTRAL_EVAL_OPTIONS}
+    if isinstance(out.get("judge"), dict):
+        out["judge"] = {k: v for k, v in out["judge"].items() if k not in NEUTRAL_JUDGE_KEYS}
+    return out
+
+
 def expand(spec: SweepSpec) -> list[Run]:
     """All cells: models × datasets × regularisers × PLW levels × seeds (regulariser PLW filters apply)."""
     eval_cfg = spec.eval.model_dump(mode="json")
+    eval_hashed = hashed_eval(eval_cfg)
     runs: list[Run] = []
     for model in spec.models:
         for dataset in spec.datasets:
@@ -93,7 +113,7 @@ def expand(spec: SweepSpec) -> list[Run]:
                             "regularizer": {"name": reg.name, "train": reg.train},
                             "seed": int(seed),
                             "train": spec.train,
-                            "eval": eval_cfg,
+                            "eval": eval_hashed,
                         }
                         h = config_hash(config)
                         runs.append(Run(run_id=h[:RUN_ID_LENGTH], config_hash=h, model=model,

@@ -87,3 +87,28 @@ def test_duplicate_factor_names_are_rejected(tmp_path):
     assert len(expand(spec)) == 20
     with pytest.raises(PLWError, match="duplicate name"):
         _spec(tmp_path, "name: d\ndatasets: [builtin:short, builtin:short]\n")
+
+
+def test_speed_only_eval_knobs_keep_run_ids(tmp_path):
+    """eval.batch_size (and verbose/progress, judge concurrency) change no result: same IDs."""
+    head = BASE.rstrip() + "\n"
+    base = head + "    eval: {suite: builtin, batch_size: 8}\n"
+    ids = [r.run_id for r in expand(_spec(tmp_path, base, "a.yaml"))]
+    tuned = head + ("    eval: {suite: builtin, batch_size: 64, options: {verbose: true},\n"
+                    "           judge: {base_url: 'http://x/v1', model: j, concurrency: 16}}\n")
+    judged = head + "    eval: {suite: builtin, judge: {base_url: 'http://x/v1', model: j}}\n"
+    assert [r.run_id for r in expand(_spec(tmp_path, base.replace("8}", "32}"), "b.yaml"))] == ids
+    assert ([r.run_id for r in expand(_spec(tmp_path, tuned, "c.yaml"))]
+            == [r.run_id for r in expand(_spec(tmp_path, judged, "d.yaml"))])
+    # the run still evaluates with its own batch size
+    assert {r.eval["batch_size"] for r in expand(_spec(tmp_path, tuned, "c.yaml"))} == {64}
+    # what changes results changes the IDs: the suite, the PLW, the training overrides, the limit
+    for other in (base.replace("suite: builtin", "suite: offline"),
+                  base.replace("plw: [0, 0.01, 1]", "plw: [0, 0.02, 1]"),
+                  base.replace("learning_rate: 0.001", "learning_rate: 0.002"),
+                  base.replace("batch_size: 8", "limit: 8")):
+        new = [r.run_id for r in expand(_spec(tmp_path, other, "e.yaml"))]
+        assert set(new) != set(ids)
+    changed_plw = {r.run_id for r in expand(_spec(tmp_path, base.replace("0.01", "0.02"), "f.yaml"))}
+    kept = [r for r in expand(_spec(tmp_path, base, "a.yaml")) if r.plw != 0.01]
+    assert {r.run_id for r in kept} <= changed_plw  # other PLW levels keep their IDs
