@@ -6,6 +6,7 @@ Command modules import heavy libraries (torch, transformers) inside the command 
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -69,15 +70,20 @@ def main(argv: list[str] | None = None) -> int:
     except (typer.Exit, SystemExit) as err:  # --help, --version, typer.Exit(code)
         code = getattr(err, "exit_code", getattr(err, "code", 0))
         return int(code or 0)
+    except OSError as err:  # an unreadable input or unwritable output path: one line, not a traceback
+        if os.environ.get("PLW_DEBUG"):
+            raise
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"error: {where}{err.strerror or err}", file=sys.stderr)
+        return 2
     except typer.Abort:
         print("aborted", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception as err:  # click usage errors carry their own exit code and message
-        import click
-        if isinstance(err, click.ClickException):
+    except Exception as err:  # click usage errors (typer vendors its own click) carry code and message
+        if callable(getattr(err, "show", None)) and isinstance(getattr(err, "exit_code", None), int):
             err.show()
             return err.exit_code
         raise
