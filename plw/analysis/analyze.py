@@ -117,6 +117,15 @@ def diagnostics(d) -> dict:
     return out
 
 
+def unregularised(d):
+    """The runs without an alternative regulariser (regularizer "none"), as the paper's fig. 2 shows;
+    the regulariser comparison has its own table and figure. Unchanged without such a column/rows."""
+    if "regularizer" not in d.columns:
+        return d
+    keep = d["regularizer"].isin(["none", ""])
+    return d[keep] if keep.any() else d
+
+
 def regularizers(d) -> dict | None:
     """Table 4: relative aggregate per (regulariser, PLW), benchmarks min-max scaled over all runs."""
     if "regularizer" not in d.columns or set(d["regularizer"]) <= {"none", ""}:
@@ -171,7 +180,19 @@ def fit_gams(df, scores: str = "minmax") -> dict:
 
 
 def conclusion(name: str, g: dict) -> str:
-    """A plain-language conclusion for one dataset group."""
+    """A plain-language conclusion for one dataset group, with a caveat when the group pools
+    several R_g values (a table with a ratio column but no dataset column: the group stays `all`,
+    as analysis.json's contract says, but its GLMM averages over data of different R_g)."""
+    text = _conclusion(name, g)
+    rs = g.get("ratios") or []
+    if len(rs) > 1:
+        text += (f" Caveat: this group pools {len(rs)} different R_g values ({', '.join(f'{r:g}' for r in rs)}), "
+                 "so its regression averages PLW's effect over data where it may differ; add a "
+                 "`dataset` column to fit each separately (the GAM models R_g explicitly).")
+    return text
+
+
+def _conclusion(name: str, g: dict) -> str:
     r = g.get("ratio")
     kind = ""
     if r is not None:
@@ -220,7 +241,7 @@ def analyze_table(df, scores: str = "minmax", step=None) -> dict:
         g["glmm"] = fit_glmm(d, scores)
         g["ols"] = fit_ols(d)
         full = df[df["dataset"] == name] if "dataset" in df.columns and name != "all" else df
-        g["diagnostics"] = diagnostics(full)
+        g["diagnostics"] = diagnostics(unregularised(full))   # fig. 2: PLW runs only
         reg = regularizers(full)
         if reg:
             g["regularizers"] = reg

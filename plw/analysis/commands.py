@@ -58,8 +58,10 @@ def recommend(
     scores: str = typer.Option("minmax", "--scores", help="Scores the GAM sees with --from: raw or minmax."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the recommendation as JSON."),
 ) -> None:
-    from plw.analysis.recommend import from_gam, from_paper
+    from plw.analysis.recommend import completion_kind, from_gam, from_paper
 
+    if scores not in ("raw", "minmax"):
+        raise PLWError(f"must be raw or minmax, got {scores!r}", field="--scores")
     if ratio is None:
         if data is None:
             raise PLWError("give DATA (or --ratio R_g)", field="DATA")
@@ -90,8 +92,7 @@ def recommend(
                        err=True)
     if rec is None:
         rec = from_paper(ratio)
-    kind = "short" if ratio < 1 else "long"
-    typer.echo(f"R_g = {ratio:.3g} ({kind}-completion data)")
+    typer.echo(f"R_g = {ratio:.3g} ({completion_kind(ratio)}-completion data)")
     typer.echo(f"recommended PLW: {rec['plw']:g}" + ("  (flat: PLW barely matters here)" if rec["flat"] else ""))
     typer.echo(f"source: {rec['source']} — {rec['source_detail']}")
     typer.echo(f"confidence: {rec['confidence']} — {rec['explanation']}")

@@ -71,12 +71,33 @@ class CRSpline:
         X[rows, j] += am
         X[rows, j + 1] += ap
         X += cm[:, None] * self.F[j] + cp[:, None] * self.F[j + 1]
-        if not inside.all():   # linear extrapolation beyond the end knots, as mgcv does
+        if not inside.all():
+            # mgcv (crspl in mgcv's C code) and patsy's cr: beyond an end knot the spline continues
+            # linearly, f(x) = f(x_end) + (x - x_end) f'(x_end). The natural spline has zero second
+            # derivative there, so the slope is that of the end interval's cubic at its end knot.
             out = ~inside
-            xe = np.where(x[out] < xk[0], xk[0], xk[-1])
-            e = 1e-7 * (xk[-1] - xk[0])
-            slope = (self.basis(xe + e) - self.basis(xe - e)) / (2 * e)
-            X[out] = self.basis(xe) + (x[out] - xe)[:, None] * slope
+            below = x[out] < xk[0]
+            X[out] = np.where(below[:, None], self._end_value(0), self._end_value(k - 1))
+            X[out] += (x[out] - np.where(below, xk[0], xk[-1]))[:, None] * np.where(
+                below[:, None], self._end_slope(0), self._end_slope(k - 1))
+        return X
+
+    def _end_value(self, i: int) -> np.ndarray:
+        v = np.zeros(self.knots.size)
+        v[i] = 1.0
+        return v
+
+    def _end_slope(self, i: int) -> np.ndarray:
+        """d/dx of the basis at end knot i (0 or k-1), from the adjacent interval's cubic."""
+        k, h = self.knots.size, self.h
+        d = np.zeros(k)
+        if i == 0:
+            hj = h[0]
+            d[0], d[1] = -1 / hj, 1 / hj
+            return d - hj / 3 * self.F[0] - hj / 6 * self.F[1]
+        hj = h[-1]
+        d[k - 2], d[k - 1] = -1 / hj, 1 / hj
+        return d + hj / 6 * self.F[k - 2] + hj / 3 * self.F[k - 1]
         return X
 
 

@@ -455,7 +455,9 @@ def paper_model(wp, y, benchmark, model=None, with_wp=True) -> BetaGLMM:
 def critical_plw(fit: GLMMFit, p_exponent: float, level: float = 0.95) -> dict:
     """Vertex of the quadratic in w_p, back-transformed to PLW, with a delta-method CI.
 
-    The CI is built on the w_p scale (where the estimate is closer to normal) and mapped back."""
+    The CI is built on the w_p scale (where the estimate is closer to normal) and mapped back.
+    The estimate and both CI ends are clamped into PLW's range [0, 1] (`inside_range` says whether
+    the vertex itself lies inside), so lo <= hi always."""
     b1, b2 = fit.fixef["wp"], fit.fixef["wp2"]
     out = {"vertex_wp": None, "critical_plw": None, "ci": [None, None], "shape": None}
     if b2 == 0 or not np.isfinite(b2):
@@ -465,7 +467,7 @@ def critical_plw(fit: GLMMFit, p_exponent: float, level: float = 0.95) -> dict:
     out["vertex_wp"] = float(v)
     inside = 0 <= v <= 1
     out["inside_range"] = bool(inside)
-    out["critical_plw"] = float(max(v, 0.0) ** (1 / p_exponent)) if v >= 0 else 0.0
+    out["critical_plw"] = _to_plw(v, p_exponent)   # a vertex beyond [0, 1] clamps to the end
     cov = fit.cov_fixef
     if np.all(np.isfinite(cov)):
         grad = np.array([0.0, -1 / (2 * b2), b1 / (2 * b2**2)])
@@ -473,9 +475,15 @@ def critical_plw(fit: GLMMFit, p_exponent: float, level: float = 0.95) -> dict:
         z = stats.norm.ppf(0.5 + level / 2)
         lo, hi = v - z * se_v, v + z * se_v
         out["se_vertex_wp"] = se_v
-        out["ci"] = [float(max(lo, 0.0) ** (1 / p_exponent)), float(min(max(hi, 0.0), 1.0) ** (1 / p_exponent))]
+        ends = sorted((_to_plw(lo, p_exponent), _to_plw(hi, p_exponent)))
+        out["ci"] = [float(ends[0]), float(ends[1])]
         out["ci_level"] = level
     return out
+
+
+def _to_plw(v: float, p_exponent: float) -> float:
+    """w_p back to PLW, with w_p clamped into [0, 1] (PLW only exists there)."""
+    return float(min(max(float(v), 0.0), 1.0) ** (1 / p_exponent))
 
 
 def wald_test(fit: GLMMFit, names=("wp", "wp2")) -> float:

@@ -25,32 +25,57 @@ def paper_lambda() -> float:
     return critical_plw_from_coefficients(PAPER_COEFFICIENTS["wp"], PAPER_COEFFICIENTS["wp2"])
 
 
+SHORT_BELOW = 1.0          # paper §2: R_g < 1 is short-completion data, R_g >= 1 long-completion
+
+
+def completion_kind(ratio: float) -> str:
+    """"short" for R_g < 1, "long" for R_g >= 1 (the paper's definition, §2)."""
+    return "short" if ratio < SHORT_BELOW else "long"
+
+
 def from_paper(ratio: float) -> dict:
-    """The paper's recommendation for a dataset with generation ratio `ratio`."""
+    """The paper's recommendation for a dataset with generation ratio `ratio`.
+
+    Short/long follows the paper's definition (R_g < 1 short); the PLW comes from Table 5's
+    "All" column, whose R_g <= 1.0 rows (0.155) also cover R_g = 1 exactly, which is long-completion
+    by definition: the explanation says so rather than calling it short."""
     lam = paper_lambda()
     rs = [r for r, _, _ in PAPER_TABLE5_ALL]
     vals = [v for _, v, _ in PAPER_TABLE5_ALL]
-    base = {"ratio": float(ratio), "source": "paper",
+    base = {"ratio": float(ratio), "kind": completion_kind(ratio), "source": "paper",
             "source_detail": "Huerta-Enochian & Ko (EMNLP 2024), Table 5 (GAM, all benchmarks) and "
                              f"the AlpacaDataShort beta GLMM's critical PLW λ = {lam:.3f}"}
     if ratio <= rs[-1]:
         plw = float(np.interp(ratio, rs, vals))
         exact = any(abs(ratio - r) < 1e-9 for r in rs) or ratio <= rs[0]
         conf = "moderate" if ratio <= 1.0 else "low"
-        why = ("short-completion data: PLW matters here. The paper's GAM puts the optimum at "
-               f"PLW ≈ {plw:.3f}" + ("" if exact else " (interpolated between Table 5 rows)")
-               + f"; its regression on AlpacaDataShort (R_g 0.08) gives λ = {lam:.3f}. Both favour a "
-               "small non-zero PLW over 0 (prompt masking) and 1 (no masking).")
-        if ratio > 1.0:
-            why = ("R_g between 1 and 2: the paper's GAM still finds an optimum, at "
-                   f"PLW ≈ {plw:.3f}, but it rests on few datasets; treat it as a starting point.")
+        tail = (" (interpolated between Table 5 rows)" if not exact else "")
+        if ratio < SHORT_BELOW:
+            why = ("short-completion data (R_g < 1): PLW matters here. The paper's GAM puts the optimum "
+                   f"at PLW ≈ {plw:.3f}{tail}; its regression on AlpacaDataShort (R_g 0.08) gives "
+                   f"λ = {lam:.3f}. Both favour a small non-zero PLW over 0 (prompt masking) and 1 "
+                   "(no masking).")
+        elif ratio <= 1.0:
+            why = ("R_g = 1 is the boundary: long-completion by the paper's definition (R_g ≥ 1), but "
+                   f"Table 5's row for R_g ≤ 1.0 still puts the GAM's optimum at PLW ≈ {plw:.3f}, "
+                   f"close to the regression's λ = {lam:.3f}; a small non-zero PLW is the safe choice.")
+        else:
+            why = ("long-completion data (R_g ≥ 1) but below 2: the paper's GAM still finds an optimum, "
+                   f"at PLW ≈ {plw:.3f}{tail}, but it rests on few datasets; treat it as a starting "
+                   "point.")
         return {**base, "plw": round(plw, 3), "flat": False, "confidence": conf, "explanation": why}
-    flat = ratio >= PAPER_FLAT_FROM
+    if ratio < PAPER_FLAT_FROM:
+        last = vals[-1]
+        return {**base, "plw": round(last, 3), "flat": False, "confidence": "low",
+                "explanation": (f"long-completion data (R_g ≥ 1), between Table 5's rows at R_g "
+                                f"{rs[-1]:g} (optimum PLW {last:.3f}) and {PAPER_FLAT_FROM:g} (flat: "
+                                "predicted spread under 5% of the score range); PLW matters little "
+                                f"here, and {last:.3f} is the last informative row's optimum.")}
     return {**base, "plw": round(lam, 3), "flat": True, "confidence": "low",
-            "explanation": ("long-completion data: the paper found no significant effect of PLW "
-                            "(its GAM's predicted spread is under 5% of the score range"
-                            + ("" if flat else " from R_g 2.5 up")
-                            + f"). Any PLW works about equally; λ = {lam:.3f} is a harmless default.")}
+            "explanation": ("long-completion data (R_g ≥ 1): the paper found no significant effect of "
+                            "PLW (Table 5 flags every row from R_g 2.5 up: its GAM's predicted spread "
+                            f"is under 5% of the score range). Any PLW works about equally; "
+                            f"λ = {lam:.3f} is a harmless default.")}
 
 
 def from_gam(ratio: float, gam_fit, score_range: float, fitted_ratios) -> dict:

@@ -39,20 +39,36 @@ def analyze_results(results, out_dir, *, scores: str = "minmax", progress: bool 
     if bench.empty:
         raise PLWError("no benchmark rows (every row is a diagnostics row or has no score)", file=src)
     groups = dict(group_frames(bench))
+    prepare_out_dir(out_dir)                   # fail before the (long) fit, not after it
 
     with _progress(progress, total=len(groups) + 3) as advance:
         analysis = analyze_table(df, scores, step=advance)
-        advance("drawing figures")
-        figs = all_figures(bench, groups, analysis, out_dir)
-        advance("writing the report")
-        result = jsonable(analysis)
-        result["source"] = src
-        result["figures"] = figs
-        import yaml
-        write_text_atomic(out_dir / "analyze.yaml", yaml.safe_dump(cfg.model_dump(), sort_keys=False))
-        write_json_atomic(out_dir / "analysis.json", result)
-        write_text_atomic(out_dir / "report.html", render_html(result))
+        try:
+            advance("drawing figures")
+            figs = all_figures(bench, groups, analysis, out_dir)
+            advance("writing the report")
+            result = jsonable(analysis)
+            result["source"] = src
+            result["figures"] = figs
+            import yaml
+            write_text_atomic(out_dir / "analyze.yaml", yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+            write_json_atomic(out_dir / "analysis.json", result)
+            write_text_atomic(out_dir / "report.html", render_html(result))
+        except OSError as err:
+            raise PLWError(f"cannot write the report: {err.strerror or err}",
+                           file=str(err.filename or out_dir)) from None
     return result
+
+
+def prepare_out_dir(out_dir: Path) -> None:
+    """Create the output directory and check that it can be written; a one-line PLWError if not."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise PLWError(f"cannot create the output directory: {err.strerror or err}",
+                       file=str(out_dir)) from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise PLWError("the output directory is not writable", file=str(out_dir))
 
 
 class _progress:

@@ -1,7 +1,8 @@
 """Read and validate a results table: a sweep's results store, a CSV/Parquet/SQLite file or a DataFrame.
 
 Required columns: benchmark, model, plw, score. Optional: dataset, ratio (alias r), group,
-regularizer, seed and the diagnostics columns of the results-table contract. Bad input raises a
+regularizer, seed, metric and the diagnostics columns of the results-table contract. A benchmark
+reported under several metrics becomes one benchmark per metric, named `benchmark/metric`. Bad input raises a
 PLWError naming file, line (CSV: the 1-based line in the file) and field.
 """
 
@@ -27,15 +28,18 @@ def read_table(results):
     path = Path(os.fspath(results))
     src = str(path)
     if path.is_dir():
+        if (path / "runs").is_dir():
+            # a sweep's store: its own reader rebuilds the table in memory from the per-run result
+            # files when results.parquet is stale or missing (a sweep killed between writing a run's
+            # result.json and rebuilding the table), without writing anything
+            from plw.experiment.store import read_table as store_table
+            return store_table(path), str(path)
         if (path / "results.parquet").is_file():
             return pd.read_parquet(path / "results.parquet"), str(path / "results.parquet")
         if (path / "results.sqlite").is_file():
             return _read_sqlite(path / "results.sqlite"), str(path / "results.sqlite")
         if (path / "results.csv").is_file():
             return _read_csv(path / "results.csv"), str(path / "results.csv")
-        if (path / "runs").is_dir():   # a store whose table was never built: let the store build it
-            from plw.experiment.store import read_table as store_table
-            return store_table(path), str(path)
         raise PLWError("not a results store (no results.parquet or results.sqlite)", file=src)
     if not path.exists():
         raise PLWError("no such file or directory", file=src)
@@ -125,12 +129,34 @@ def load_results(results):
         df[col] = df[col].astype(str)
     if "group" in df.columns:
         df["group"] = df["group"].fillna("").astype(str).str.lower()
+    df = split_metrics(df)
     if "regularizer" in df.columns:
         df["regularizer"] = df["regularizer"].fillna("none").astype(str)
     if "dataset" in df.columns:
         df["dataset"] = df["dataset"].fillna("").astype(str)
     df["wp"] = to_wp(df["plw"].to_numpy())
     return df.reset_index(drop=True), src
+
+
+def split_metrics(df):
+    """A benchmark scored by several metrics (e.g. `acc` and `acc_norm`) is several series, not one:
+    when a `metric` column exists, each benchmark row with more than one distinct metric is renamed
+    `benchmark/metric`, so every metric gets its own random effect, min-max scaling and panel.
+    Benchmarks with a single metric keep their name; diagnostics rows are left alone."""
+    if "metric" not in df.columns:
+        return df
+    metric = df["metric"].astype("object").where(df["metric"].notna(), "").astype(str)
+    rows = metric != ""
+    if "group" in df.columns:
+        rows &= df["group"] != "diag"
+    if not rows.any():
+        return df
+    n = metric[rows].groupby(df.loc[rows, "benchmark"]).nunique()
+    multi = rows & df["benchmark"].isin(n[n > 1].index)
+    if multi.any():
+        df = df.copy()
+        df.loc[multi, "benchmark"] = df.loc[multi, "benchmark"] + "/" + metric[multi]
+    return df
 
 
 def benchmark_rows(df):
