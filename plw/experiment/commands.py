@@ -25,7 +25,6 @@ def plan_cmd(
 ) -> None:
     """Print the grid with stable run IDs, each run's status and an estimate of tokens and time."""
     from rich.console import Console
-    from rich.table import Table
 
     from plw.experiment.plan import plan, status_counts
     from plw.experiment.runner import _fmt_s
@@ -33,20 +32,9 @@ def plan_cmd(
 
     sweep = load_spec(spec)
     planned = plan(sweep)
-    table = Table(title=f"sweep {sweep.name} → {sweep.store_dir()}", title_justify="left")
-    for col in ("run_id", "model", "dataset", "PLW", "w_p", "regularizer", "seed", "status", "tokens",
-                "time"):
-        table.add_column(col, justify="right" if col in ("PLW", "w_p", "seed", "tokens", "time") else "left",
-                         no_wrap=col in ("run_id", "status"))
-    style = {"finished": "green", "partial": "yellow", "pending": ""}
-    for p in planned[:limit]:
-        r = p.run
-        table.add_row(r.run_id, r.model, r.dataset.name, f"{r.plw:g}", f"{r.wp:.3f}", r.regularizer.name,
-                      str(r.seed), f"[{style[p.status]}]{p.status}[/]" if style[p.status] else p.status,
-                      "?" if p.tokens is None else f"{p.tokens:,}",
-                      "?" if p.seconds is None else _fmt_s(p.seconds))
     console = Console()
-    console.print(table)
+    for renderable in plan_table(sweep, planned, limit):
+        console.print(renderable, soft_wrap=isinstance(renderable, str))
     if len(planned) > limit:
         console.print(f"… {len(planned) - limit} more runs (use --limit)")
     counts = status_counts(planned)
@@ -60,6 +48,54 @@ def plan_cmd(
     console.print(f"{len(planned)} runs: {counts['finished']} finished, {counts['partial']} interrupted "
                   f"(restart), {counts['pending']} pending. To run: {tok_s} training tokens, "
                   f"{time_s} ({where}).", soft_wrap=True)
+
+
+def plan_table(sweep, planned: list, limit: int = 200) -> list:
+    """What `plw sweep plan` prints above its totals: a title line, a line with the factors that are
+    constant across the grid (model, regulariser, seed: not repeated as columns), and the table.
+
+    Numbers, run IDs and statuses never wrap or truncate; long text (model and dataset names) folds
+    onto more lines, so the table stays readable at 80 columns."""
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
+    from plw.experiment.runner import _fmt_s
+
+    def label(p, col):
+        r = p.run
+        return {"model": r.model, "regularizer": escape(r.regularizer.name), "seed": str(r.seed)}[col]
+
+    constant = [c for c in ("model", "regularizer", "seed")
+                if len({label(p, c) for p in planned}) <= 1]
+    cols = ["run_id"] + [c for c in ("model",) if c not in constant] + ["dataset"] + [
+        c for c in ("regularizer",) if c not in constant] + ["PLW", "w_p"] + [
+        c for c in ("seed",) if c not in constant] + ["status", "tokens", "time"]
+    numeric = {"PLW", "w_p", "seed", "tokens", "time"}
+    # No vertical rules (2 spaces between columns): the fixed-width columns leave the most room for
+    # the names.
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1),
+                  collapse_padding=True)
+    for col in cols:
+        if col in numeric or col in ("run_id", "status"):
+            table.add_column(col, justify="right" if col in numeric else "left", no_wrap=True)
+        else:
+            # "reg": a short header, so the narrow column leaves the room to the dataset names
+            table.add_column("reg" if col == "regularizer" else col, overflow="fold")
+    style = {"finished": "green", "partial": "yellow", "pending": ""}
+    for p in planned[:limit]:
+        r = p.run
+        cell = {"run_id": r.run_id, "model": escape(r.model), "dataset": escape(r.dataset.name), "PLW": f"{r.plw:g}",
+                "w_p": f"{r.wp:.3f}", "regularizer": escape(r.regularizer.name), "seed": str(r.seed),
+                "status": f"[{style[p.status]}]{p.status}[/]" if style[p.status] else p.status,
+                "tokens": "?" if p.tokens is None else f"{p.tokens:,}",
+                "time": "?" if p.seconds is None else _fmt_s(p.seconds)}
+        table.add_row(*(cell[c] for c in cols))
+    out: list = [escape(f"sweep {sweep.name} → {sweep.store_dir()}")]
+    if planned and constant:
+        out.append(escape("  ".join(f"{c}: {label(planned[0], c)}" for c in constant)))
+    out.append(table)
+    return out
 
 
 def _total(known: list, n: int, fmt) -> str:
