@@ -35,18 +35,17 @@ def train_command(
     """
     from plw.train.config import load_config
 
-    overrides = list(set_)
-    for key, value in (("model", model), ("data", data), ("prompt_loss_weight", prompt_loss_weight),
-                       ("normalizer", normalizer), ("output_dir", output)):
-        if value is not None:
-            overrides.append(f"{key}={value}")
-    if lora is not None:
-        overrides.append(f"lora.enabled={str(lora).lower()}")
-    cfg = load_config(config, overrides)
+    flags = [(flag, key, value) for flag, key, value in (
+        ("--model", "model", model), ("--data", "data", data),
+        ("--prompt-loss-weight", "prompt_loss_weight", prompt_loss_weight),
+        ("--normalizer", "normalizer", normalizer), ("--output", "output_dir", output),
+        ("--lora/--no-lora", "lora.enabled", lora)) if value is not None]
+    # An error in a flag's value names that flag (not --set).
+    cfg = load_config(config, list(set_), flags=flags)
 
     from plw.train.run import train
 
-    result = train(cfg, progress=progress)
+    result = train(cfg, progress=progress, data_report=True)
     m = result.metrics
     parts = [f"train_loss {m.get('train_loss', float('nan')):.4f}"]
     if "val_completion_nll" in m:

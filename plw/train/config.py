@@ -15,6 +15,33 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from plw.errors import PLWError
 
 Normalizer = Union[Literal["weight_sum", "nonzero_tokens", "completion_tokens"], float]
+LossBackend = Literal["auto", "torch", "cce", "liger"]
+
+
+def _names(kind: str) -> list[str]:
+    """Valid values of `lr_scheduler` / `optim` / `report_to`, from the installed transformers."""
+    if kind == "lr_scheduler":
+        from transformers.trainer_utils import SchedulerType
+
+        return [s.value for s in SchedulerType]
+    if kind == "optim":
+        from transformers.training_args import OptimizerNames
+
+        return [o.value for o in OptimizerNames]
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    return ["none", "all", *INTEGRATION_TO_CALLBACK]
+
+
+def _check_name(kind: str, value: str) -> str:
+    import difflib
+
+    names = _names(kind)
+    if value not in names:
+        close = difflib.get_close_matches(value, names, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else "one of " + ", ".join(names)
+        raise ValueError(f"unknown {kind} {value!r} ({hint})")
+    return value
 
 
 class _Strict(BaseModel):
@@ -75,7 +102,7 @@ class TrainConfig(_Strict):
     prompt_loss_weight: float = Field(0.1, ge=0, le=1)
     normalizer: Normalizer = "weight_sum"
     log_prompt_nll: bool = True
-    loss_backend: str = "auto"
+    loss_backend: LossBackend = "auto"
 
     # optimisation (Stanford Alpaca defaults)
     learning_rate: float = Field(2e-5, gt=0)
@@ -116,9 +143,24 @@ class TrainConfig(_Strict):
     @field_validator("normalizer", mode="before")
     @classmethod
     def _positive_number(cls, v: Any):
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and v <= 0:
-            raise ValueError("a numeric normalizer must be > 0")
+        if isinstance(v, str):  # "0.5" from a command-line flag: a number, checked below
+            try:
+                v = float(v)
+            except ValueError:
+                return v
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and not (0 < v < float("inf")):
+            raise ValueError("a numeric normalizer must be > 0 and finite")
         return v
+
+    @field_validator("lr_scheduler")
+    @classmethod
+    def _known_scheduler(cls, v: str):
+        return _check_name("lr_scheduler", v)
+
+    @field_validator("optim")
+    @classmethod
+    def _known_optim(cls, v: str):
+        return _check_name("optim", v)
 
     @field_validator("lora", mode="before")
     @classmethod
@@ -129,6 +171,11 @@ class TrainConfig(_Strict):
     @classmethod
     def _report_to_list(cls, v: Any):
         return [v] if isinstance(v, str) else v
+
+    @field_validator("report_to")
+    @classmethod
+    def _known_integrations(cls, v: list[str]):
+        return [_check_name("report_to", r) for r in v]
 
     @model_validator(mode="after")
     def _batch_divides(self):
@@ -159,8 +206,13 @@ def builtin_preset() -> dict[str, Any]:
 # ---- YAML, overrides and one-line errors -------------------------------------------------
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                base: dict[str, Any] | None = None) -> TrainConfig:
-    """Load CONFIG.yaml (or `base`, default: the built-in preset), apply `key=value` overrides, validate."""
+                base: dict[str, Any] | None = None,
+                flags: list[tuple[str, str, Any]] | None = None) -> TrainConfig:
+    """Load CONFIG.yaml (or `base`, default: the built-in preset), apply `key=value` overrides, validate.
+
+    `flags`: `(flag, dotted key, value)` from dedicated command-line options (`--normalizer`…),
+    applied after `overrides`; an error in one names the flag, not `--set`.
+    """
     import yaml
 
     data: dict[str, Any] = dict(base if base is not None else ({} if path else builtin_preset()))
@@ -185,7 +237,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     set_keys: dict[tuple, str] = {}
     for item in overrides or []:
         key, value = parse_override(item)
-        set_keys[tuple(key.split("."))] = item
+        set_keys[tuple(key.split("."))] = "--set"
+        set_dotted(data, key, value)
+    for flag, key, value in flags or []:
+        set_keys[tuple(key.split("."))] = flag
         set_dotted(data, key, value)
     try:
         return TrainConfig.model_validate(data)
@@ -231,12 +286,12 @@ def _one_line(err: ValidationError, path: Path | None, node, set_keys: dict[tupl
     # Union members add their type name to the location; keep only real keys.
     loc = tuple(p for p in loc if not p.startswith(("literal[", "float", "function-")))
     field = ".".join(loc) or None
-    problem = first["msg"]
+    problem = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         problem = "unknown key" + _suggest(loc)
     for n in range(len(loc), 0, -1):
         if loc[:n] in set_keys:
-            return PLWError(problem, file="--set", field=field)
+            return PLWError(problem, file=set_keys[loc[:n]], field=field)
     line = _yaml_line(node, loc) if node is not None else None
     return PLWError(problem, file=str(path) if path else "<config>", line=line, field=field)
 

@@ -15,6 +15,49 @@ from __future__ import annotations
 import types
 from typing import Any
 
+from plw.errors import PLWError
+
+# Architectures whose head multiplies or divides the logits by a config factor. Logits are linear
+# in the hidden states, so the loss applies the factor to the hidden states (and the head's bias):
+# exactly the model's own logits. (model_type: (config attribute, "mul" | "div"))
+LOGIT_SCALES = {
+    "granite": ("logits_scaling", "div"), "granite_swa": ("logits_scaling", "div"),
+    "granitemoe": ("logits_scaling", "div"), "granitemoe_swa": ("logits_scaling", "div"),
+    "granitemoehybrid": ("logits_scaling", "div"), "granitemoeshared": ("logits_scaling", "div"),
+    "minicpm3": ("logits_scaling", "div"),  # divides the hidden states before the head
+    "hyperclovax": ("logits_scaling", "mul"),
+    "cohere": ("logit_scale", "mul"), "cohere2": ("logit_scale", "mul"),
+    "cohere2_moe": ("logit_scale", "mul"), "cohere_compass": ("logit_scale", "mul"),
+}
+# Config attributes that transform the logits in some architecture. On a model_type not in
+# LOGIT_SCALES they are refused: the loss would silently train a different objective.
+LOGIT_TRANSFORM_ATTRS = ("logits_scaling", "logit_scale", "logit_scaling", "logits_scale",
+                         "logit_multiplier", "output_multiplier", "lm_head_multiplier",
+                         "logits_soft_cap", "unpadded_vocab_size")
+
+
+def logit_factor(config) -> float:
+    """The factor the model's forward multiplies its logits by (1.0 for most models).
+
+    Raises PLWError for a config with a logit-transforming attribute plw does not know.
+    `final_logit_softcapping` (Gemma 2/3) is applied by the loss itself.
+    """
+    model_type = getattr(config, "model_type", None)
+    if model_type in LOGIT_SCALES:
+        attr, op = LOGIT_SCALES[model_type]
+        value = getattr(config, attr, None)
+        if value is None:
+            return 1.0
+        value = float(value)
+        return value if op == "mul" else 1.0 / value
+    for cfg in (config, getattr(config, "text_config", None)):
+        for attr in LOGIT_TRANSFORM_ATTRS:
+            if cfg is not None and getattr(cfg, attr, None) is not None:
+                raise PLWError(f"model_type {model_type!r} has `{attr}` in its config, which transforms the "
+                               "logits in a way plw's loss does not implement; training it would optimise "
+                               "a different objective", field="model")
+    return 1.0
+
 
 def causal_lm_module(model):
     """The `*ForCausalLM` module inside PEFT / DDP / FSDP wrappers."""
@@ -32,6 +75,7 @@ def causal_lm_module(model):
 def attach_plw_loss(model):
     """Give the causal LM inside `model` a PLW-loss forward mode (idempotent); returns `model`."""
     lm = causal_lm_module(model)
+    logit_factor(lm.config)  # refuse an unknown logit transform before training starts
     if "_plw_original_forward" not in lm.__dict__:
         lm._plw_original_forward = lm.forward
         lm.forward = types.MethodType(_plw_forward, lm)
@@ -62,12 +106,16 @@ def _plw_forward(self, input_ids=None, attention_mask=None, position_ids=None, l
     out = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                   use_cache=False, **kwargs)
     hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+    factor = logit_factor(self.config)
     head = self.get_output_embeddings()
     # Under autocast the hidden states may be bf16 while the head is fp32: cast (differentiably).
     weight = head.weight if head.weight.dtype == hidden.dtype else head.weight.to(hidden.dtype)
     bias = getattr(head, "bias", None)
     if bias is not None and bias.dtype != hidden.dtype:
         bias = bias.to(hidden.dtype)
+    if factor != 1.0:  # logits·s = (hidden·s) Wᵀ + b·s: exact, no [tokens, vocab] tensor
+        hidden = hidden * factor
+        bias = bias * factor if bias is not None else None
     # The engine has its own autograd Function with fixed dtypes: run it outside autocast, in the
     # hidden states' dtype (what autocast would give the head matmul anyway).
     with torch.autocast(device_type=hidden.device.type, enabled=False):

@@ -149,8 +149,13 @@ def _save_dir_atomic(trainer, out: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def train(config: TrainConfig | dict, *, progress: bool = True) -> TrainResult:
+def train(config: TrainConfig | dict, *, progress: bool = True,
+          data_report: bool | None = None) -> TrainResult:
     """Fine-tune `config.model` on `config.data` at `config.prompt_loss_weight`; return the result.
+
+    `data_report` (default: `progress`): print the tokenisation summary of the train and validation
+    sets (examples kept, truncated, dropped per reason) on stderr. The counts are always in
+    `metrics["data"]` and metrics.json.
 
     Safe to call repeatedly in one process (each call builds its own model, trainer and state).
     Under `accelerate launch`/`torchrun` every process calls it; rank 0 writes the outputs.
@@ -173,7 +178,7 @@ def train(config: TrainConfig | dict, *, progress: bool = True) -> TrainResult:
     t0 = time.perf_counter()
     out = Path(config.output_dir)
     # Bad input fails below before anything is written: the output dir is created only after
-    # data, tokenizer and model loaded.
+    # data, tokenizer, model (+ LoRA), TrainingArguments and the trainer are built.
     last_ckpt = get_last_checkpoint(str(out)) if config.resume and out.is_dir() else None
 
     records = load_records(config.data, format=config.data_format)
@@ -182,10 +187,12 @@ def train(config: TrainConfig | dict, *, progress: bool = True) -> TrainResult:
     train_records, val_records = split_records(records, config.val_fraction, config.max_val_examples,
                                                config.seed)
     tokenizer = _load_tokenizer(config, train_records, out)
-    train_rows, _ = _tokenize(train_records, tokenizer, config)
-    val_rows = _tokenize(val_records, tokenizer, config)[0] if val_records else []
+    train_rows, train_report = _tokenize(train_records, tokenizer, config)
+    val_rows, val_report = _tokenize(val_records, tokenizer, config) if val_records else ([], None)
+    reports = {"train": train_report, "val": val_report}
     if not train_rows:
-        raise PLWError("no training examples left after tokenisation", file=config.data, field="data")
+        raise PLWError("no training examples left after tokenisation (" + train_report.summary() + ")",
+                       file=config.data, field="data")
 
     set_seed(config.seed)
     model = _load_model(config, tokenizer)
@@ -196,11 +203,13 @@ def train(config: TrainConfig | dict, *, progress: bool = True) -> TrainResult:
     if config.lora.enabled:
         from peft import LoraConfig, get_peft_model
 
-        model = get_peft_model(model, LoraConfig(
-            task_type="CAUSAL_LM", r=config.lora.r, lora_alpha=config.lora.alpha,
-            lora_dropout=config.lora.dropout, target_modules=config.lora.target_modules))
+        try:
+            model = get_peft_model(model, LoraConfig(
+                task_type="CAUSAL_LM", r=config.lora.r, lora_alpha=config.lora.alpha,
+                lora_dropout=config.lora.dropout, target_modules=config.lora.target_modules))
+        except ValueError as err:  # e.g. target_modules that match no layer
+            raise PLWError(_first_line(err), field="lora.target_modules") from None
     initial = snapshot(model)  # trainable tensors only: the reference for distance and penalty
-    out.mkdir(parents=True, exist_ok=True)
 
     world = _world_size()
     per_step = config.per_device_batch_size * world
@@ -211,38 +220,15 @@ def train(config: TrainConfig | dict, *, progress: bool = True) -> TrainResult:
     cuda = torch.cuda.is_available()
     bf16 = cuda and config.dtype == "auto" and torch.cuda.is_bf16_supported()
     has_val = bool(val_rows)
+    if config.loss_backend in ("cce", "liger") and not cuda:
+        raise PLWError(f"{config.loss_backend!r} runs on CUDA only; use 'auto' or 'torch' here",
+                       field="loss_backend")
 
-    args = TrainingArguments(**_compatible_args(TrainingArguments, dict(
-        output_dir=str(out),
-        per_device_train_batch_size=config.per_device_batch_size,
-        per_device_eval_batch_size=config.per_device_batch_size,
-        gradient_accumulation_steps=grad_accum,
-        learning_rate=config.learning_rate,
-        num_train_epochs=config.num_epochs,
-        max_steps=config.max_steps,
-        warmup_steps=config.warmup_ratio,
-        lr_scheduler_type=config.lr_scheduler,
-        weight_decay=config.weight_decay,
-        max_grad_norm=config.max_grad_norm,
-        optim=config.optim,
-        seed=config.seed,
-        data_seed=config.seed,
-        bf16=bf16,
-        logging_steps=config.logging_steps,
-        eval_strategy="steps" if (has_val and config.eval_steps) else "no",
-        eval_steps=config.eval_steps,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        report_to=[r for r in config.report_to if r != "none"] or "none",
-        remove_unused_columns=False,
-        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        use_cpu=not cuda,
-        ddp_find_unused_parameters=False,
-        ddp_backend="gloo" if (world > 1 and not cuda) else None,
-    )))
+    try:
+        args = TrainingArguments(**_training_kwargs(config, out, grad_accum, bf16, has_val, cuda, world))
+    except ValueError as err:  # a setting TrainingArguments refuses: one line, nothing written
+        raise PLWError(_first_line(err), field="TrainingArguments") from None
+    check_single_process_gpus(args.n_gpu, world)
     collator = PLWCollator(tokenizer.pad_token_id, packing=config.packing)
     trainer = PLWTrainer(
         model=model, args=args, train_dataset=_ListDataset(train_rows),
@@ -262,6 +248,11 @@ def train(config: TrainConfig | dict, *, progress: bool = True) -> TrainResult:
     if progress:
         trainer.add_callback(RichProgressCallback(f"plw train (PLW {config.prompt_loss_weight:g})"))
 
+    # Everything above can fail on bad input (one error line); only now are the data counts
+    # printed and the output directory created.
+    if (progress if data_report is None else data_report) and _is_main():
+        print_data_reports(reports)
+    out.mkdir(parents=True, exist_ok=True)
     if trainer.accelerator.is_main_process:
         save_config(config, out / "config.yaml")
         if not last_ckpt:
@@ -292,6 +283,7 @@ def train(config: TrainConfig | dict, *, progress: bool = True) -> TrainResult:
         + trainer.train_tokens_total())
     metrics["wall_time_s"] = time.perf_counter() - t0
     metrics["resumed_from"] = last_ckpt
+    metrics["data"] = {k: r.to_dict() for k, r in reports.items() if r is not None}
     _save_dir_atomic(trainer, out)
     if trainer.accelerator.is_main_process:
         # Strict JSON: undefined values (e.g. loss_rsd of a run shorter than one window) as null.
@@ -302,6 +294,73 @@ def train(config: TrainConfig | dict, *, progress: bool = True) -> TrainResult:
     del trainer
     return TrainResult(output_dir=out, model=trained, tokenizer=tokenizer, train_records=train_records,
                        val_records=val_records, metrics=metrics, config=config, log_history=history)
+
+
+def print_data_reports(reports: dict, console=None) -> None:
+    """One line per split on stderr: examples kept of records, tokens, truncated, dropped per reason."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = console or Console(stderr=True)
+    for split, report in reports.items():
+        if report is not None:
+            style = "yellow" if report.n_dropped else "dim"
+            console.print(f"[{style}]{split} data: {escape(report.summary())}[/]")
+
+
+def check_single_process_gpus(n_gpu: int, world_size: int = 1) -> None:
+    """Refuse the HF Trainer's single-process multi-GPU mode (nn.DataParallel).
+
+    The PLW forward and the per-step normaliser assume one model replica per process (DDP, FSDP,
+    DeepSpeed); DataParallel scatters one process's batch over replicas and would gather per-replica
+    sums and means incorrectly.
+    """
+    if n_gpu > 1 and world_size <= 1:
+        raise PLWError(f"{n_gpu} GPUs visible to one process (the Trainer would use nn.DataParallel, "
+                       "which plw does not support): launch with `accelerate launch -m plw.cli train …` "
+                       "or `torchrun`, or pick one GPU with CUDA_VISIBLE_DEVICES=0", field="devices")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _training_kwargs(config: TrainConfig, out: Path, grad_accum: int, bf16: bool, has_val: bool,
+                     cuda: bool, world: int) -> dict:
+    from transformers import TrainingArguments
+
+    return _compatible_args(TrainingArguments, dict(
+        output_dir=str(out),
+        per_device_train_batch_size=config.per_device_batch_size,
+        per_device_eval_batch_size=config.per_device_batch_size,
+        gradient_accumulation_steps=grad_accum,
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.num_epochs,
+        max_steps=config.max_steps,
+        warmup_steps=config.warmup_ratio,
+        lr_scheduler_type=config.lr_scheduler,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        optim=config.optim,
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=bf16,
+        logging_steps=config.logging_steps,
+        eval_strategy="steps" if (has_val and config.eval_steps) else "no",
+        eval_steps=config.eval_steps,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        report_to=[r for r in config.report_to if r != "none"] or "none",
+        remove_unused_columns=False,
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        use_cpu=not cuda,
+        ddp_find_unused_parameters=False,
+        ddp_backend="gloo" if (world > 1 and not cuda) else None,
+    ))
 
 
 def _json_safe(value):
