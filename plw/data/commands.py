@@ -8,7 +8,9 @@ a SentencePiece `.model` (or a directory holding `tokenizer.model`, e.g. the LLa
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -52,6 +54,62 @@ def _tokenizer(name: str):
     from plw.data.tokenizer import load_tokenizer
 
     return load_tokenizer(name)
+
+
+def _check_output(path: Path, *, directory: bool = False) -> None:
+    """Fail up front (PLWError naming the path, exit 2) if `path` cannot be written: its directory
+    (or, with `directory`, the path itself) must be a writable directory or creatable in one."""
+    path = Path(path)
+    try:
+        if path.is_dir() != directory and path.exists():
+            raise PLWError("is a directory" if path.is_dir() else "exists and is not a directory", file=str(path))
+        ancestor = path if directory else path.parent
+        while not ancestor.exists():
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            raise PLWError(f"cannot write here: {ancestor} is not a directory", file=str(path))
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            raise PLWError(f"cannot write here: directory {ancestor} is not writable", file=str(path))
+    except OSError as err:
+        raise PLWError(f"cannot write here: {err.strerror or err}", file=str(path)) from None
+
+
+def _check_outputs(*paths) -> None:
+    seen = {}
+    for path, directory in paths:
+        if path is None:
+            continue
+        _check_output(path, directory=directory)
+        key = os.path.abspath(path)
+        if key in seen:
+            raise PLWError(f"the same path is given for two outputs ({seen[key]})", file=str(path))
+        seen[key] = str(path)
+
+
+def _write_all(files: list) -> None:
+    """Write [(path, bytes)] so that all land or none does: every file goes to a temporary file
+    beside its target first; only when all are written are they renamed into place (last first)."""
+    from plw.io import atomic_path
+
+    try:
+        with contextlib.ExitStack() as stack:
+            for path, data in files:
+                try:
+                    tmp = stack.enter_context(atomic_path(path))
+                    tmp.write_bytes(data)
+                except OSError as err:
+                    raise PLWError(f"cannot write: {err.strerror or err}", file=str(path)) from None
+    except OSError as err:  # a rename failed
+        raise PLWError(f"cannot write: {err.strerror or err}", file=str(getattr(err, "filename", "") or "output")) \
+            from None
+
+
+def _json_bytes(obj) -> bytes:
+    import json
+
+    from plw.io import _json_default
+
+    return (json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n").encode("utf-8")
 
 
 def _finite(obj):
@@ -110,12 +168,12 @@ def stats(
 
     from plw.data.stats import dataset_stats
     from plw.data.templates import check_template
-    from plw.io import write_json_atomic
 
     console = Console(stderr=True)
     out = Console()
     if template is not None:
         check_template(template)
+    _check_outputs((json_out, False), (hist, True))
     with console.status("loading data and tokenizer", spinner="dots"):
         data, records, report = _load(data, builtin, fmt, column, split, skip_invalid, console)
         tok = _tokenizer(tokenizer)
@@ -131,13 +189,18 @@ def stats(
                "skipped": dict(report.skipped), **st.to_dict()}
     if templated:
         payload["templated"] = templated
+    files = []
     if hist is not None:
-        from plw.data.stats import save_histograms
+        from plw.data.stats import histogram_pngs
 
-        paths = save_histograms(st, hist, title=Path(data).name if not data.startswith("builtin:") else data)
-        out.print(f"histograms: {', '.join(str(p) for p in paths)}")
+        pngs = histogram_pngs(st, title=Path(data).name if not data.startswith("builtin:") else data)
+        files += [(Path(hist) / f"{f}.png", png) for f, png in pngs.items()]
     if json_out is not None:
-        write_json_atomic(json_out, _finite(payload))
+        files.append((json_out, _json_bytes(_finite(payload))))
+    _write_all(files)
+    if hist is not None:
+        out.print(f"histograms: {', '.join(str(p) for p, _ in files if p != json_out)}")
+    if json_out is not None:
         out.print(f"wrote {json_out}")
 
 
@@ -175,12 +238,12 @@ def invert(
     from rich.console import Console
 
     from plw.data.inversion import invert_records
-    from plw.io import write_json_atomic, write_text_atomic
 
     console = Console(stderr=True)
     out = Console()
     if output.suffix not in (".json", ".jsonl"):
         raise PLWError("output must end in .json (a JSON list) or .jsonl", file=str(output), field="output")
+    _check_outputs((output, False), (json_out, False))
     if target_ratio is not None and not (math.isfinite(target_ratio) and target_ratio > 0):
         raise PLWError(f"must be a positive number, got {target_ratio}", field="target-ratio")
     with console.status("loading data and tokenizer", spinner="dots"):
@@ -193,12 +256,26 @@ def invert(
     if target_ratio is not None:
         gap = abs(result.after.ratio - target_ratio) / target_ratio
         out.print(f"target R_g {target_ratio:g}: reached {result.after.ratio:.4f} ({gap:.1%} off)")
-    rows = [r.to_json() for r in result.records]
+    # A record with an empty prompt is never inverted, and has no Alpaca form (an Alpaca record needs
+    # an instruction): it is left out of the written file (said so, and counted in the report) unless
+    # every record is one, so that the file always loads back.
+    left_out = set(result.empty_prompt) if len(result.empty_prompt) < len(result.records) else set()
+    if left_out:
+        from rich.markup import escape
+
+        first = result.records[min(left_out)].source
+        console.print(f"[yellow]warning:[/] {len(left_out):,} record(s) with an empty prompt were not inverted and "
+                      + escape(f"are left out of {output}: an Alpaca record needs an instruction (first at {first})"),
+                      soft_wrap=True, highlight=False)
+    rows = [r.to_json() for i, r in enumerate(result.records) if i not in left_out]
     if output.suffix == ".jsonl":
-        write_text_atomic(output, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     else:
-        write_text_atomic(output, json.dumps(rows, ensure_ascii=False, indent=2) + "\n")
+        text = json.dumps(rows, ensure_ascii=False, indent=2) + "\n"
+    files = [(output, text.encode("utf-8"))]
     if json_out is not None:
-        write_json_atomic(json_out, _finite({"data": data, "tokenizer": tokenizer, "output": str(output),
-                                             **result.to_dict()}))
+        files.append((json_out, _json_bytes(_finite({"data": data, "tokenizer": tokenizer, "output": str(output),
+                                                     **result.to_dict(), "n_written": len(rows),
+                                                     "n_left_out": len(left_out)}))))
+    _write_all(files)
     out.print(f"wrote {output}")

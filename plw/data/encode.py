@@ -267,7 +267,9 @@ def pad_batch(examples: Sequence[dict], *, pad_token_id: int, padding_side: str 
     """Pad encoded examples to one length as torch tensors.
 
     Padding gets input_ids=pad_token_id, attention_mask=0, labels=-100, weights=0 and
-    completion_mask=0: no weight ever lands on padding.
+    completion_mask=0: no weight ever lands on padding. With left padding, each row's first real
+    token (BOS) also gets labels=-100, weights=0, completion_mask=0: after the loss's shift it
+    would be a target predicted from a pad position (as `pack` cuts each example's first token).
     """
     import torch
 
@@ -283,6 +285,8 @@ def pad_batch(examples: Sequence[dict], *, pad_token_id: int, padding_side: str 
         for e in examples:
             row = list(e[key])
             fill = [pad] * (length - len(row))
+            if padding_side == "left" and row and key in ("labels", "weights", "completion_mask"):
+                row[0] = pad  # the first real token is never a target (its predecessor is padding)
             rows.append(row + fill if padding_side == "right" else fill + row)
         dtype = torch.float32 if key == "weights" else torch.long
         batch[key] = torch.tensor(rows, dtype=dtype)

@@ -10,11 +10,15 @@ instances is the one whose dataset R_g (ratio of mean lengths, C/P) lies closest
 d_i = (c'_i - R p'_i) - (c_i - R p_i); instances with the most negative d_i come first (ties by
 position): the instances that pull C/P towards R the most are inverted first. Deterministic.
 Targets below the reachable range get the closest reachable R_g (reported, not an error).
+
+A record whose prompt (instruction + input) is empty or whitespace is never inverted: its
+inversion would have an empty completion, which is not a valid record. It is kept unchanged (a
+raw record stays raw: an Alpaca record needs an instruction) and listed in `empty_prompt`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 from plw.data.records import Record
@@ -43,9 +47,14 @@ def invert_record(record: Record) -> Record:
     return Record(instruction=new_instruction, input=output, output=instruction, source=record.source)
 
 
+def _prompt_text(record: Record) -> str:
+    return record.prompt if record.format == "raw" else record.instruction + record.input
+
+
 def _as_alpaca(record: Record) -> Record:
-    # The output is one Alpaca data set, so untouched raw records are written in Alpaca form too.
-    if record.format == "raw":
+    # The output is one Alpaca data set, so untouched raw records are written in Alpaca form too
+    # (except those with an empty prompt, which have no Alpaca form: they stay as they are).
+    if record.format == "raw" and record.prompt.strip():
         return Record(instruction=record.prompt, input="", output=record.completion, source=record.source)
     return record
 
@@ -59,6 +68,7 @@ class InversionResult:
     before: DatasetStats
     after: DatasetStats
     target_ratio: float | None
+    empty_prompt: list[int] = field(default_factory=list)  # never inverted: their prompt is empty
 
     def __iter__(self):
         return iter(self.records)
@@ -74,7 +84,8 @@ class InversionResult:
         return len(self.inverted)
 
     def to_dict(self) -> dict:
-        return {"n": len(self.records), "n_inverted": self.n_inverted, "target_ratio": self.target_ratio,
+        return {"n": len(self.records), "n_inverted": self.n_inverted, "n_empty_prompt": len(self.empty_prompt),
+                "target_ratio": self.target_ratio,
                 "before": self.before.to_dict(), "after": self.after.to_dict()}
 
 
@@ -91,16 +102,19 @@ def invert_records(records: Sequence[Record], tokenizer, target_ratio: float | N
     prompt = [a + b for a, b in zip(before_len["instruction"], before_len["input"])]
     comp = before_len["completion"]
     ratio = [c / p if p else float("inf") for c, p in zip(comp, prompt)]
+    empty = [i for i, r in enumerate(records) if not _prompt_text(r).strip()]
+    empty_set = set(empty)
+    can = [i for i in range(len(records)) if i not in empty_set]
 
     if target_ratio is None:
-        chosen = [i for i, r in enumerate(ratio) if r > 1]
+        chosen = [i for i in can if ratio[i] > 1]
     else:
         # Inverting i changes C - R*P by d_i; most negative first, then the best prefix.
         inv_prompt = [a + b for a, b in zip(after_len["instruction"], after_len["input"])]
         inv_comp = after_len["completion"]
         delta = [(inv_comp[i] - target_ratio * inv_prompt[i]) - (comp[i] - target_ratio * prompt[i])
                  for i in range(len(records))]
-        order = sorted(range(len(records)), key=lambda i: (delta[i], i))
+        order = sorted(can, key=lambda i: (delta[i], i))
         c_sum, p_sum = sum(comp), sum(prompt)
         best_k, best_gap = 0, abs(c_sum / p_sum - target_ratio) if p_sum else float("inf")
         for k, i in enumerate(order, start=1):
@@ -116,4 +130,4 @@ def invert_records(records: Sequence[Record], tokenizer, target_ratio: float | N
     mixed = {f: [after_len[f][i] if i in chosen_set else before_len[f][i] for i in range(len(records))]
              for f in before_len}
     return InversionResult(records=out, inverted=chosen, before=stats_from_lengths(before_len),
-                           after=stats_from_lengths(mixed), target_ratio=target_ratio)
+                           after=stats_from_lengths(mixed), target_ratio=target_ratio, empty_prompt=empty)

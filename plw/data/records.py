@@ -12,6 +12,7 @@ are skipped and counted per problem instead (a warning says how many, never sile
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -342,9 +343,20 @@ def _string(obj: dict, name: str, required: bool, file: str, line: int, *, nonem
     value = obj[name]
     if not isinstance(value, str):
         raise PLWError(f"expected a string, got {_type_name(value)}", file=file, line=line, field=name)
+    _check_unicode(value, file, line, name)
     if nonempty and not value.strip():
         raise PLWError(problem_empty, file=file, line=line, field=name)
     return value
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _check_unicode(value: str, file: str, line: int, field: str) -> None:
+    """JSON's \\uXXXX escapes can encode a lone surrogate, which is not a Unicode character: it passes
+    json.loads but crashes tokenizers and UTF-8 writers later, so reject it here, with its location."""
+    if _SURROGATE.search(value):
+        raise PLWError("not valid Unicode (lone surrogate)", file=file, line=line, field=field)
 
 
 def _make_record(obj: dict, fmt: str, source: str, file: str, line: int) -> Record:
@@ -387,6 +399,7 @@ def _messages(obj: dict, file: str, line: int) -> tuple[dict, ...]:
         if not isinstance(content, str):
             raise PLWError(f"expected a string, got {_type_name(content)}", file=file, line=line,
                            field=f"{where}.content")
+        _check_unicode(content, file, line, f"{where}.content")
         out.append({"role": role, "content": content})
     assistant = [i for i, m in enumerate(out) if m["role"] == "assistant"]
     if not assistant:

@@ -113,17 +113,16 @@ def stats_from_lengths(lengths: dict[str, list[int]]) -> DatasetStats:
     return st
 
 
-def save_histograms(stats: DatasetStats, directory, *, title: str = "") -> list:
-    """One PNG per field (token-length histogram) in `directory`, each written atomically."""
+def histogram_pngs(stats: DatasetStats, *, title: str = "") -> dict:
+    """{field: PNG bytes} of the per-field token-length histograms (nothing is written)."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from pathlib import Path
 
-    from plw.io import atomic_path
-
-    out = []
+    out = {}
     for f in FIELDS:
         fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
         values = stats.lengths[f]
@@ -132,9 +131,23 @@ def save_histograms(stats: DatasetStats, directory, *, title: str = "") -> list:
         ax.set_ylabel("records")
         ax.set_title(f"{title} {f}: mean {stats.mean[f]:.2f} (std {stats.std[f]:.2f})".strip(), fontsize=9)
         fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        plt.close(fig)
+        out[f] = buf.getvalue()
+    return out
+
+
+def save_histograms(stats: DatasetStats, directory, *, title: str = "") -> list:
+    """One PNG per field (token-length histogram) in `directory`, each written atomically."""
+    from pathlib import Path
+
+    from plw.io import atomic_path
+
+    out = []
+    for f, png in histogram_pngs(stats, title=title).items():
         path = Path(directory) / f"{f}.png"
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png")
-        plt.close(fig)
+            tmp.write_bytes(png)
         out.append(path)
     return out

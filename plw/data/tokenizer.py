@@ -8,6 +8,7 @@ returns character offsets, which PLW token weighting relies on.
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Iterable
 
@@ -66,6 +67,10 @@ def load_tokenizer(name_or_path: str | Path, *, trust_remote_code: bool = False)
     """
     if str(name_or_path) == BUILTIN_TOKENIZER:
         return builtin_tokenizer()
+    if _looks_like_path(name_or_path):
+        given, name_or_path = str(name_or_path), Path(name_or_path).expanduser()
+        if not name_or_path.exists():
+            raise PLWError("no such file or directory", file=given)
     path = Path(name_or_path)
     try:
         if path.suffix == ".model" or (path.is_dir() and (path / "tokenizer.model").exists()
@@ -85,6 +90,16 @@ def load_tokenizer(name_or_path: str | Path, *, trust_remote_code: bool = False)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
+
+
+def _looks_like_path(name) -> bool:
+    """A local path rather than a hub id (`owner/name`): absolute, starting with `.` or `~`, or with
+    more than one path separator (or a trailing one, or the OS's own when it is not `/`)."""
+    name = str(name)
+    seps = {"/", os.sep} | ({os.altsep} if os.altsep else set())
+    n_seps = sum(name.count(sep) for sep in seps)
+    return (os.path.isabs(name) or name.startswith((".", "~")) or n_seps > 1 or name.endswith(tuple(seps))
+            or (os.sep != "/" and os.sep in name))
 
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")

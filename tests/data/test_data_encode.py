@@ -90,8 +90,12 @@ def test_no_weight_on_padding(bpe_tokenizer, pairs, plw, side, multiple):
     assert (batch["weights"][pad] == 0).all() and (batch["labels"][pad] == -100).all()
     assert (batch["completion_mask"][pad] == 0).all() and (batch["input_ids"][pad] == tok.pad_token_id).all()
     assert int((~pad).sum()) == sum(len(e["input_ids"]) for e in examples)
-    total = math.fsum(w for e in examples for w in e["weights"])
-    assert math.isclose(float(batch["weights"].double().sum()), total, rel_tol=1e-6)
+    # After the loss's shift, the target at t+1 is predicted from t: never from a pad position.
+    shifted_w, shifted_l = batch["weights"][:, 1:], batch["labels"][:, 1:]
+    assert (shifted_w[pad[:, :-1]] == 0).all() and (shifted_l[pad[:, :-1]] == -100).all()
+    # Every real target (position >= 1 of its example) keeps its weight.
+    total = math.fsum(w for e in examples for w in e["weights"][1:])
+    assert math.isclose(float(batch["weights"][:, 1:].double().sum()), total, rel_tol=1e-6)
     if multiple:
         assert batch["input_ids"].shape[1] % multiple == 0
 

@@ -92,3 +92,33 @@ def test_invert_cli_builtin_jsonl(tmp_path, capsys):
     recs = load_records(out)
     assert len(recs) == 1000
     assert any(r.instruction.startswith("Predict the prompt") for r in recs)
+
+
+def test_empty_prompt_never_inverted(bpe_tokenizer):
+    """An empty prompt has an infinite ratio, but its inversion would have an empty completion."""
+    recs = [Record(prompt="", completion="yo yo yo"), Record(prompt="hi", completion="a b c d e f g h"),
+            Record(prompt="  \n", completion="x y z"), Record(prompt="a long prompt here", completion="ok")]
+    for target in (None, 1e-3, 1.0):
+        result = invert_records(recs, bpe_tokenizer, target_ratio=target)
+        assert result.empty_prompt == [0, 2]
+        assert 0 not in result.inverted and 2 not in result.inverted
+        assert result[0] == recs[0] and result[2] == recs[2]  # kept as they are
+        assert result.to_dict()["n_empty_prompt"] == 2
+    assert invert_records(recs, bpe_tokenizer).inverted == [1]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_invert_cli_empty_prompt_reloads(tmp_path, capsys, suffix):
+    data = tmp_path / "raw.jsonl"
+    data.write_text('{"prompt": "", "completion": "yo"}\n{"prompt": "hello there", "completion": "a b c d e f g h"}\n'
+                    '{"prompt": "2+2=", "completion": "4"}\n')
+    out, report = tmp_path / f"o{suffix}", tmp_path / "r.json"
+    capsys.readouterr()
+    assert main(["invert", str(data), "-o", str(out), "--json", str(report)]) == 0
+    err = capsys.readouterr().err
+    assert "1 record(s) with an empty prompt" in err and f"{data}:1" in err
+    recs = load_records(out)  # reloads cleanly: no empty output, no empty instruction
+    assert len(recs) == 2 and all(r.output.strip() and r.instruction.strip() for r in recs)
+    assert recs[0].output == "hello there" and (recs[1].instruction, recs[1].output) == ("2+2=", "4")
+    rep = json.loads(report.read_text())
+    assert rep["n_empty_prompt"] == 1 and rep["n_written"] == 2 and rep["n_left_out"] == 1 and rep["n_inverted"] == 1

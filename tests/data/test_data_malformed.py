@@ -48,6 +48,13 @@ CASES = {
     "chat-empty-completion": ("d.jsonl", '{"messages": [{"role": "user", "content": "a"}, '
                                          '{"role": "assistant", "content": ""}]}\n', 1, "messages[1].content"),
     "empty-file": ("d.jsonl", "\n\n", 1, "data"),
+    # JSON \\u escapes can spell a lone surrogate: json.loads accepts it, tokenizers and UTF-8 writers do not.
+    "lone-surrogate-instruction": ("d.jsonl", A + '\n{"instruction": "a\\ud800", "output": "b"}\n', 2, "instruction"),
+    "lone-surrogate-output": ("d.json", '[{"instruction": "a", "output": "b\\udfff"}]', 1, "output"),
+    "lone-surrogate-input": ("d.jsonl", '{"instruction": "a", "input": "\\udc00x", "output": "b"}\n', 1, "input"),
+    "raw-lone-surrogate-prompt": ("d.jsonl", '{"prompt": "a\\ud800", "completion": "x"}\n', 1, "prompt"),
+    "chat-lone-surrogate": ("d.jsonl", '{"messages": [{"role": "user", "content": "\\ud83d"}, '
+                                       '{"role": "assistant", "content": "b"}]}\n', 1, "messages[0].content"),
 }
 
 
@@ -131,3 +138,51 @@ def test_skip_invalid_reports_counts(tmp_path, capsys):
     # without --skip-invalid the first bad record stops everything
     rc, _, err = _run(capsys, ["stats", str(path)])
     assert rc == 2 and err.startswith(f"error: {path}:2: output: empty completion")
+
+
+def _one_error(capsys, argv, where):
+    rc, _, err = _run(capsys, argv)
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith(f"error: {where}: "), err
+    return lines[0]
+
+
+def test_unwritable_outputs_fail_before_writing(tmp_path, capsys):
+    data = _write(tmp_path, "d.jsonl", A + "\n" + A + "\n")
+    o, rep = tmp_path / "out" / "o.jsonl", tmp_path / "out" / "r.json"
+    _one_error(capsys, ["invert", str(data), "-o", "/dev/null/o.jsonl"], "/dev/null/o.jsonl")
+    # the report cannot be written: the main output must not be written either
+    _one_error(capsys, ["invert", str(data), "-o", str(o), "--json", "/dev/null/x.json"], "/dev/null/x.json")
+    _one_error(capsys, ["stats", str(data), "--hist", "/dev/null/h"], "/dev/null/h")
+    _one_error(capsys, ["stats", str(data), "--json", "/dev/null/s.json"], "/dev/null/s.json")
+    (tmp_path / "plain").write_text("x")
+    _one_error(capsys, ["stats", str(data), "--json", str(rep), "--hist", str(tmp_path / "plain")],
+               tmp_path / "plain")
+    _one_error(capsys, ["stats", str(data), "--json", str(tmp_path)], tmp_path)  # a directory
+    _one_error(capsys, ["invert", str(data), "-o", str(o), "--json", str(o)], o)  # one path, two outputs
+    assert not (tmp_path / "out").exists()
+
+
+def test_unwritable_directory(tmp_path, capsys, monkeypatch):
+    import plw.data.commands as commands
+
+    data = _write(tmp_path, "d.jsonl", A + "\n")
+    monkeypatch.setattr(commands.os, "access", lambda *a, **k: False)
+    line = _one_error(capsys, ["invert", str(data), "-o", str(tmp_path / "o.json")], tmp_path / "o.json")
+    assert "not writable" in line
+    assert not (tmp_path / "o.json").exists()
+
+
+def test_outputs_land_together(tmp_path):
+    """If any output fails while writing, none lands and no temporary file is left behind."""
+    from plw.data.commands import _write_all
+    from plw.errors import PLWError
+
+    (tmp_path / "plain").write_text("x")
+    first, bad = tmp_path / "first.jsonl", tmp_path / "plain" / "r.json"
+    with pytest.raises(PLWError) as info:
+        _write_all([(first, b"{}\n"), (bad, b"{}\n")])
+    assert info.value.file == str(bad)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain"]
+    _write_all([(first, b"1\n"), (tmp_path / "sub" / "r.json", b"2\n")])
+    assert first.read_text() == "1\n" and (tmp_path / "sub" / "r.json").read_text() == "2\n"

@@ -89,3 +89,19 @@ def test_load_tokenizer_errors(tmp_path):
         load_tokenizer(tmp_path / "missing.model")
     with pytest.raises(PLWError, match="cannot load tokenizer"):
         load_tokenizer(tmp_path)
+
+
+def test_missing_local_tokenizer_path(tmp_path, monkeypatch):
+    """A name that looks like a local path is not sent to the hub (whose error is about repo ids)."""
+    import pytest
+
+    from plw.errors import PLWError
+
+    monkeypatch.chdir(tmp_path)
+    for name in [str(tmp_path / "no" / "tok"), "./tok", "../tok", "~/surely-not-here-plw-tok", "a/b/c", "tok/"]:
+        with pytest.raises(PLWError, match="no such file or directory") as info:
+            load_tokenizer(name)
+        assert info.value.file == name
+    from plw.data.tokenizer import _looks_like_path
+
+    assert not _looks_like_path("meta-llama/Llama-2-7b-hf") and not _looks_like_path("gpt2")
