@@ -45,7 +45,7 @@ def auto_chunk_size(n_rows: int, vocab: int, *, device: torch.device, dtype: tor
 
 def _chunk_loss(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, y: torch.Tensor,
                 eps: float, softcap: float | None, want_grad: bool, buf: torch.Tensor):
-    """Logits of one chunk -> (per-row smoothed loss, per-row nll, exp(z - max), sumexp, softcap factor).
+    """Logits of one chunk -> (per-row smoothed loss, per-row nll, exp(z - max), sumexp, softcap factor, lse).
 
     `buf` is the reused [C, V] compute-dtype chunk buffer: reusing it avoids fresh page faults per chunk.
     """
@@ -68,7 +68,7 @@ def _chunk_loss(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     lse = m.squeeze(1) + sumexp.log()
     nll = lse - zy
     per_row = nll if not eps else lse - (1 - eps) * zy - eps * zmean
-    return per_row, nll, z, sumexp, cap_grad
+    return per_row, nll, z, sumexp, cap_grad, lse
 
 
 class ChunkedLinearCrossEntropy(torch.autograd.Function):
@@ -99,7 +99,7 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
         for s in range(0, n, chunk):
             r, yc, cc = rows[s:s + chunk], y[s:s + chunk], coef[s:s + chunk]
             hc = h2.index_select(0, r)
-            per_row, nll, g, sumexp, cap_grad = _chunk_loss(hc, weight, bias, yc, eps, softcap,
+            per_row, nll, g, sumexp, cap_grad, _ = _chunk_loss(hc, weight, bias, yc, eps, softcap,
                                                             want_grad, buf)
             nll_out[s:s + chunk] = nll
             loss += (cc.double() * per_row.double()).sum()

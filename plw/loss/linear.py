@@ -8,8 +8,10 @@ from .backends import external_per_token_loss
 from .chunked import ChunkedLinearCrossEntropy, auto_chunk_size
 from .common import LossOutput, Normalizer, denominator, nll_stats, shift_targets
 from .reference import _check_options
+from .vocab_blocks import VocabBlockLinearCrossEntropy, auto_token_chunk
 
 BACKENDS = ("auto", "torch", "cce", "liger")
+STRATEGIES = ("auto", "token_chunks", "vocab_blocks")
 
 
 def linear_cross_entropy(hidden: torch.Tensor, lm_head_weight: torch.Tensor, labels: torch.Tensor,
@@ -17,7 +19,7 @@ def linear_cross_entropy(hidden: torch.Tensor, lm_head_weight: torch.Tensor, lab
                          bias: torch.Tensor | None = None, normalizer: Normalizer = "weight_sum",
                          label_smoothing: float = 0.0, softcap: float | None = None,
                          chunk_size: int | str = "auto", backend: str = "auto",
-                         track_masked_nll: bool = False) -> LossOutput:
+                         track_masked_nll: bool = False, strategy: str = "auto") -> LossOutput:
     """sum_i w_i * l_i / Z with logits = hidden @ lm_head_weightᵀ (+ bias), never materialised whole.
 
     hidden: [B, T, d] (or [T, d], one possibly packed sequence), unshifted; lm_head_weight: [V, d];
@@ -25,10 +27,17 @@ def linear_cross_entropy(hidden: torch.Tensor, lm_head_weight: torch.Tensor, lab
     are dropped before any matmul, so their NLL is not logged unless `track_masked_nll=True` (an extra
     forward-only pass over them). backend: "auto"/"torch" = the exact chunked engine; "cce" / "liger"
     = optional CUDA kernels (`pip install plw[gpu]`) giving per-token losses that are weighted here.
+    strategy (plain-PyTorch engine only): "auto" = "token_chunks" (6·N·d·V FLOPs; a bf16/fp16 head
+    accumulates its gradient in an fp32 [V, d] buffer); "vocab_blocks" = two passes, logits recomputed
+    per vocabulary block (8·N·d·V FLOPs), head gradient written once in its dtype, no [V, d] buffer.
     """
     _check_options(label_smoothing, softcap)
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if strategy != "auto" and backend not in ("auto", "torch"):
+        raise ValueError(f"strategy={strategy!r} applies to the plain-PyTorch engine, not backend={backend!r}")
     if hidden.dim() == 2:
         hidden = hidden.unsqueeze(0)
     if hidden.dim() != 3:
@@ -53,7 +62,10 @@ def linear_cross_entropy(hidden: torch.Tensor, lm_head_weight: torch.Tensor, lab
     tracked = ((tg.weights == 0) & tg.valid).nonzero().squeeze(1) if track_masked_nll else keep[:0]
     grad_enabled = torch.is_grad_enabled()
 
-    if chunk_size == "auto":
+    if chunk_size == "auto" and strategy == "vocab_blocks":
+        chunk = auto_token_chunk(max(rows.numel(), tracked.numel(), 1), V, device=hidden.device,
+                                 dtype=hidden.dtype)
+    elif chunk_size == "auto":
         chunk = auto_chunk_size(max(rows.numel(), tracked.numel(), 1), V, device=hidden.device,
                                 dtype=hidden.dtype, softcap=softcap is not None,
                                 hidden_size=hidden.shape[-1])
@@ -63,7 +75,8 @@ def linear_cross_entropy(hidden: torch.Tensor, lm_head_weight: torch.Tensor, lab
         raise ValueError(f"chunk_size must be a positive int or 'auto', got {chunk_size!r}")
 
     if backend in ("auto", "torch"):
-        loss, nll, nll_tracked = ChunkedLinearCrossEntropy.apply(
+        engine = VocabBlockLinearCrossEntropy if strategy == "vocab_blocks" else ChunkedLinearCrossEntropy
+        loss, nll, nll_tracked = engine.apply(
             hidden, lm_head_weight, bias, rows, y, coef, tg.source_row[tracked], tg.labels[tracked],
             float(label_smoothing), softcap, chunk, grad_enabled)
     else:
