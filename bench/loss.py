@@ -3,6 +3,10 @@
     python bench/loss.py                      # CPU shapes (or GPU shapes when CUDA is available)
     python bench/loss.py --quick              # one small shape, 3 steps (a smoke run)
 
+Rows "plw" (strategy="auto" = token chunks) and "plw_vocab_blocks" (strategy="vocab_blocks"). On CPU a
+bf16 memory check of the two strategies follows (N=4096, d=1024, V=32000; --no-memcheck skips it): peak
+extra memory over (dH + dW in bf16 + one fp32 chunk of logits of the strategy's own chunk size).
+
 Each method runs in a fresh subprocess. Peak extra memory is, on CPU, the rise of the resident set
 (VmHWM after /proc/self/clear_refs, with glibc's mmap threshold fixed so that large tensors go back to
 the OS when freed) over the resident set before the timed steps; on GPU, max_memory_allocated minus
@@ -26,7 +30,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 CPU_SHAPES = [(4096, 512, 32000), (8192, 1024, 32000)]
 GPU_SHAPES = [(4096, 4096, 128256), (16384, 4096, 128256)]
-METHODS = ["hf_naive", "trl_chunked", "cce", "liger", "plw"]
+METHODS = ["hf_naive", "trl_chunked", "cce", "liger", "plw", "plw_vocab_blocks"]
+# bf16 memory check of the two plw strategies (CPU; the accounting is device-independent)
+MEMCHECK_SHAPE = (4096, 1024, 32000)
+MEMCHECK_METHODS = ["plw", "plw_vocab_blocks"]
 SEQ = 512  # tokens per sequence: the N tokens form a [N / SEQ, SEQ] batch
 PLW = 0.1  # every row is kept (weight > 0), so every method does the same 6·N·d·V work
 MMAP_THRESHOLD = 1 << 20
@@ -91,11 +98,12 @@ def _method(name, hidden, weight, labels, weights):
         def step():
             per = fn(weight, hidden[:, :-1].reshape(-1, d), y)
             return (per.float() * w).sum() / z
-    elif name == "plw":
+    elif name in ("plw", "plw_vocab_blocks"):
         from plw.loss import linear_cross_entropy
+        strategy = "vocab_blocks" if name == "plw_vocab_blocks" else "auto"
 
         def step():
-            return linear_cross_entropy(hidden, weight, labels, weights).loss
+            return linear_cross_entropy(hidden, weight, labels, weights, strategy=strategy).loss
     else:
         raise ValueError(name)
     return step
@@ -199,8 +207,9 @@ def exactness() -> dict:
         h, w = h64.to(dt), w64.to(dt)
         # The reference sees the same rounded inputs, so only the engine's arithmetic is measured.
         ref = grads(lambda h, w: weighted_cross_entropy(h @ w.t(), labels, weights).loss, h.double(), w.double())
-        got = grads(lambda h, w: linear_cross_entropy(h, w, labels, weights).loss, h, w)
-        out[name] = max(float((a - b).norm() / b.norm()) for a, b in zip(got, ref))
+        for strategy, key in (("auto", name), ("vocab_blocks", f"vocab_blocks_{name}")):
+            got = grads(lambda h, w: linear_cross_entropy(h, w, labels, weights, strategy=strategy).loss, h, w)
+            out[key] = max(float((a - b).norm() / b.norm()) for a, b in zip(got, ref))
     return out
 
 
@@ -227,6 +236,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--quick", action="store_true", help="one small shape, 3 steps")
+    p.add_argument("--no-memcheck", action="store_true", help="skip the CPU bf16 memory check of the strategies")
+    p.add_argument("--memcheck-steps", type=int, default=2, help="timed steps of the bf16 memory check")
     p.add_argument("--out", default=None, help="JSON path (default bench/results/loss_<device>.json)")
     args = p.parse_args()
     if args.worker:
@@ -252,12 +263,14 @@ def main() -> None:
     results = {"machine": machine(), "load_avg_start": os.getloadavg(), "dtype": dtype, "steps": args.steps, "mmap_threshold": MMAP_THRESHOLD,
                "exactness_max_rel_err": exactness(), "shapes": []}
     console.print(f"exactness vs fp64 (max relative error): {results['exactness_max_rel_err']}")
-    for n, d, v in shapes:
+    dev = torch.device("cuda" if cuda else "cpu")
+
+    def run_shape(n, d, v, dt, methods, steps, title=""):
         rows = {}
-        for m in args.methods.split(","):
+        for m in methods:
             cmd = [sys.executable, __file__, "--worker", m, "--n", str(n), "--d", str(d), "--v", str(v),
-                   "--dtype", dtype, "--steps", str(args.steps)]
-            with console.status(f"N={n} d={d} V={v}: {m}"):
+                   "--dtype", dt, "--steps", str(steps)]
+            with console.status(f"N={n} d={d} V={v} {dt}: {m}"):
                 r = subprocess.run(cmd, env=env, capture_output=True, text=True)
             if r.returncode == 0:
                 rows[m] = json.loads(r.stdout.strip().splitlines()[-1])
@@ -266,38 +279,51 @@ def main() -> None:
                 rows[m] = {"method": m, "skipped": last[:300]}
         base = rows.get("hf_naive", {})
         flops = 6 * n * d * v
-        itemsize = 2 if dtype == "bf16" else 4
+        itemsize = 2 if dt == "bf16" else 4
+        tdt = torch.bfloat16 if dt == "bf16" else torch.float32
         from plw.loss.chunked import auto_chunk_size
-        chunk_rows = auto_chunk_size(n, v, device=torch.device("cuda" if cuda else "cpu"),
-                                     dtype=torch.bfloat16 if dtype == "bf16" else torch.float32, softcap=False,
-                                     hidden_size=d)
-        # GPU target: the two gradients plus one chunk of fp32 logits
-        ideal = (n * d + v * d) * itemsize + chunk_rows * v * 4
-        for r in rows.values():
+        from plw.loss.vocab_blocks import auto_token_chunk
+        chunk_rows = {"plw": auto_chunk_size(n, v, device=dev, dtype=tdt, softcap=False, hidden_size=d),
+                      "plw_vocab_blocks": auto_token_chunk(n, v, device=dev, dtype=tdt)}
+        grads = (n * d + v * d) * itemsize  # dH + dW in the parameters' dtype
+        for m, r in rows.items():
             if "time_s" in r:
-                r["tflops"] = flops / r["time_s"] / 1e12
-                r["ideal_bytes"] = ideal
-                r["mem_vs_ideal"] = r["peak_extra_bytes"] / ideal
+                r["tflops"] = flops / r["time_s"] / 1e12  # useful work (6NdV), whatever the method does
+                # GPU target: the two gradients plus one chunk of fp32 logits (the method's own chunk:
+                # C rows x V for token chunks; a [N, Vb] block of the same C x V elements for vocab blocks)
+                crow = chunk_rows.get(m, chunk_rows["plw"])
+                r["chunk_rows"] = crow
+                r["ideal_bytes"] = grads + crow * v * 4
+                r["mem_vs_ideal"] = r["peak_extra_bytes"] / r["ideal_bytes"]
                 if "time_s" in base:
                     r["time_ratio"] = r["time_s"] / base["time_s"]
                     r["cpu_ratio"] = r["cpu_s"] / base["cpu_s"]
                     r["mem_ratio"] = r["peak_extra_bytes"] / base["peak_extra_bytes"]
-        results["shapes"].append({"n": n, "d": d, "v": v, "flops_per_step": flops, "plw_chunk_rows": chunk_rows,
-                                  "methods": rows})
 
-        t = Table(title=f"N={n} d={d} V={v} {dtype} (6NdV = {flops / 1e12:.2f} TFLOP)")
-        for col in ("method", "time s", "× naive", "CPU s", "× naive", "peak extra MiB", "× naive", "TFLOP/s",
-                    "loss"):
+        t = Table(title=f"{title}N={n} d={d} V={v} {dt} (6NdV = {flops / 1e12:.2f} TFLOP)")
+        for col in ("method", "time s", "× naive", "CPU s", "× naive", "peak extra MiB", "× naive",
+                    "× (grads+chunk)", "TFLOP/s", "loss"):
             t.add_column(col)
         for m, r in rows.items():
             if "time_s" not in r:
-                t.add_row(m, "skipped", "", "", "", "", "", "", "")
+                t.add_row(m, "skipped", *[""] * 8)
                 continue
             t.add_row(m, f"{r['time_s']:.3f}", f"{r.get('time_ratio', float('nan')):.2f}",
                       f"{r['cpu_s']:.3f}", f"{r.get('cpu_ratio', float('nan')):.2f}",
                       f"{r['peak_extra_bytes'] / 2**20:.0f}", f"{r.get('mem_ratio', float('nan')):.3f}",
-                      f"{r['tflops']:.3f}", f"{r['loss']:.6f}")
+                      f"{r['mem_vs_ideal']:.3f}", f"{r['tflops']:.3f}", f"{r['loss']:.6f}")
         console.print(t)
+        return {"n": n, "d": d, "v": v, "dtype": dt, "flops_per_step": flops,
+                "plw_chunk_rows": chunk_rows["plw"], "chunk_rows": chunk_rows, "grads_bytes": grads,
+                "methods": rows}
+
+    for n, d, v in shapes:
+        results["shapes"].append(run_shape(n, d, v, dtype, args.methods.split(","), args.steps))
+    if not cuda and not args.quick and not args.n and not args.no_memcheck:
+        # bf16 heads: the token-chunk engine's fp32 [V, d] accumulator vs the vocab-block strategy.
+        n, d, v = MEMCHECK_SHAPE
+        results["bf16_memcheck"] = run_shape(n, d, v, "bf16", MEMCHECK_METHODS, args.memcheck_steps,
+                                             title="memory check: ")
     results["load_avg_end"] = os.getloadavg()
     out = Path(args.out) if args.out else REPO / "bench" / "results" / f"loss_{'gpu' if cuda else 'cpu'}.json"
     write_json_atomic(out, results)
