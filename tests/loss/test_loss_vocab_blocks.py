@@ -139,6 +139,23 @@ def test_vocab_blocks_frozen_head_and_matmul_count(lt):
     assert len(c.calls) == n_chunks  # forward only: pass 1
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_vocab_blocks_frozen_head_or_frozen_hidden(lt, dtype):
+    """Only one side needs a gradient: each is still right (bias gradient included)."""
+    hidden, weight, labels, weights, comp = lt.batch(B=2, T=25, d=16, V=71, plw=0.1, seed=30)
+    bias = torch.randn(71, dtype=torch.float64).to(dtype)
+    h, w = hidden.to(dtype), weight.to(dtype)
+    ref = _ref_grads(lt, h, w, labels, weights, bias, label_smoothing=0.1, softcap=4.0)
+    kw = dict(label_smoothing=0.1, softcap=4.0, chunk_size=6, **VB)
+    hh = h.clone().requires_grad_()
+    linear_cross_entropy(hh, w, labels, weights, bias=bias, **kw).loss.backward()  # frozen head and bias
+    assert lt.rel(hh.grad, ref[1]) <= TOL[dtype]
+    ww, bb = w.clone().requires_grad_(), bias.clone().requires_grad_()
+    linear_cross_entropy(h, ww, labels, weights, bias=bb, **kw).loss.backward()  # frozen hidden
+    assert lt.rel(ww.grad, ref[2]) <= TOL[dtype] and lt.rel(bb.grad, ref[3]) <= TOL[dtype]
+    assert ww.grad.dtype == dtype and bb.grad.dtype == dtype
+
+
 class Storages(TorchDispatchMode):
     """Records {(data_ptr, nbytes, dtype)} of the storage behind every tensor produced inside the block."""
 
