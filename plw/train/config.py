@@ -16,6 +16,7 @@ from plw.errors import PLWError
 
 Normalizer = Union[Literal["weight_sum", "nonzero_tokens", "completion_tokens"], float]
 LossBackend = Literal["auto", "torch", "cce", "liger"]
+LossStrategy = Literal["auto", "token_chunks", "vocab_blocks"]
 
 
 def _names(kind: str) -> list[str]:
@@ -103,6 +104,7 @@ class TrainConfig(_Strict):
     normalizer: Normalizer = "weight_sum"
     log_prompt_nll: bool = True
     loss_backend: LossBackend = "auto"
+    loss_strategy: LossStrategy = "auto"  # plw engine only; see docs/loss.md
 
     # optimisation (Stanford Alpaca defaults)
     learning_rate: float = Field(2e-5, gt=0)

@@ -92,7 +92,7 @@ def detach_plw_loss(model):
 def _plw_forward(self, input_ids=None, attention_mask=None, position_ids=None, labels=None, *,
                  plw_weights=None, plw_completion_mask=None, plw_normalizer="weight_sum",
                  plw_label_smoothing: float = 0.0, plw_track_masked_nll: bool = False,
-                 plw_backend: str = "auto", **kwargs: Any):
+                 plw_backend: str = "auto", plw_strategy: str = "auto", **kwargs: Any):
     if plw_weights is None:
         return self._plw_original_forward(input_ids=input_ids, attention_mask=attention_mask,
                                           position_ids=position_ids, labels=labels, **kwargs)
@@ -127,6 +127,7 @@ def _plw_forward(self, input_ids=None, attention_mask=None, position_ids=None, l
             label_smoothing=plw_label_smoothing,
             softcap=getattr(self.config, "final_logit_softcapping", None),
             backend=plw_backend,
+            strategy=plw_strategy,
             track_masked_nll=plw_track_masked_nll,
         )
     # A plain dict: DDP/accelerate walk it for tensors; no logits are returned.

@@ -223,6 +223,9 @@ def train(config: TrainConfig | dict, *, progress: bool = True,
     if config.loss_backend in ("cce", "liger") and not cuda:
         raise PLWError(f"{config.loss_backend!r} runs on CUDA only; use 'auto' or 'torch' here",
                        field="loss_backend")
+    if config.loss_strategy != "auto" and config.loss_backend not in ("auto", "torch"):
+        raise PLWError(f"loss_strategy {config.loss_strategy!r} is for plw's own engine "
+                       f"(loss_backend auto or torch), not {config.loss_backend!r}", field="loss_strategy")
 
     try:
         args = TrainingArguments(**_training_kwargs(config, out, grad_accum, bf16, has_val, cuda, world))
@@ -236,6 +239,7 @@ def train(config: TrainConfig | dict, *, progress: bool = True,
         data_collator=collator, processing_class=tokenizer,
         normalizer=config.normalizer, label_smoothing=config.regularisers.label_smoothing,
         track_prompt_nll=config.log_prompt_nll, loss_backend=config.loss_backend,
+        loss_strategy=config.loss_strategy,
         minkowski_coef=config.regularisers.minkowski_coef, minkowski_p=config.regularisers.minkowski_p,
         initial_params=initial,
     )

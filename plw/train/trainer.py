@@ -36,6 +36,7 @@ class PLWLossMixin:
 
     def __init__(self, *args, normalizer: Any = "weight_sum", label_smoothing: float = 0.0,
                  track_prompt_nll: bool = True, loss_backend: str = "auto",
+                 loss_strategy: str = "auto",
                  minkowski_coef: float = 0.0, minkowski_p: float = 1.0,
                  initial_params: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -50,6 +51,7 @@ class PLWLossMixin:
         self.plw_label_smoothing = label_smoothing
         self.plw_track_prompt_nll = track_prompt_nll
         self.plw_backend = loss_backend
+        self.plw_strategy = loss_strategy
         self.minkowski_coef = minkowski_coef
         self.minkowski_p = minkowski_p
         self.initial_params = initial_params
@@ -101,6 +103,7 @@ class PLWLossMixin:
             plw_label_smoothing=self.plw_label_smoothing if model.training else 0.0,
             plw_track_masked_nll=self.plw_track_prompt_nll,
             plw_backend=self.plw_backend,
+            plw_strategy=self.plw_strategy,
         )
         loss = out["loss"]
         if model.training:
