@@ -71,7 +71,24 @@ def _chunk_loss(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     return per_row, nll, z, sumexp, cap_grad, lse
 
 
-class ChunkedLinearCrossEntropy(torch.autograd.Function):
+class PrecomputedGradFunction(torch.autograd.Function):
+    """Base of the engines: forward stores (dh, dw, db) for loss = 1; backward only scales them."""
+
+    @staticmethod
+    def backward(ctx, grad_loss, _grad_nll, _grad_track):
+        if ctx.grads is None:
+            raise RuntimeError("linear_cross_entropy computes its gradients in the forward pass and can "
+                               "be backpropagated only once (retain_graph / double backward unsupported)")
+        dh, dw, db = ctx.grads
+        ctx.grads = None
+        # In place: the stored gradients are used once, so scaling them costs no extra memory.
+        for g in (dh, dw, db):
+            if g is not None:
+                g.mul_(grad_loss.to(g.dtype))
+        return dh, dw, db, None, None, None, None, None, None, None, None, None
+
+
+class ChunkedLinearCrossEntropy(PrecomputedGradFunction):
     """loss = Σ coef_i · l_i over `rows` of hidden.view(-1, d); returns (loss, per-row nll, tracked nll)."""
 
     @staticmethod
@@ -139,16 +156,3 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
         ctx.grads = (dh, dw, db)
         ctx.mark_non_differentiable(nll_out, track_out)
         return loss.to(compute_dtype), nll_out, track_out
-
-    @staticmethod
-    def backward(ctx, grad_loss, _grad_nll, _grad_track):
-        if ctx.grads is None:
-            raise RuntimeError("linear_cross_entropy computes its gradients in the forward pass and can "
-                               "be backpropagated only once (retain_graph / double backward unsupported)")
-        dh, dw, db = ctx.grads
-        ctx.grads = None
-        # In place: the stored gradients are used once, so scaling them costs no extra memory.
-        for g in (dh, dw, db):
-            if g is not None:
-                g.mul_(grad_loss.to(g.dtype))
-        return dh, dw, db, None, None, None, None, None, None, None, None, None

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-from .chunked import CPU_CHUNK_BYTES, CUDA_CHUNK_BYTES, _chunk_loss
+from .chunked import CPU_CHUNK_BYTES, CUDA_CHUNK_BYTES, PrecomputedGradFunction, _chunk_loss
 
 # fp32 working set of one row tile in pass 2 (the block is converted to fp32 a tile at a time).
 TILE_BYTES = 8 << 20
@@ -50,7 +50,7 @@ def vocab_block_size(chunk_rows: int, n_rows: int, vocab: int) -> int:
     return max(1, min(vb, vocab))
 
 
-class VocabBlockLinearCrossEntropy(torch.autograd.Function):
+class VocabBlockLinearCrossEntropy(PrecomputedGradFunction):
     """Same contract as ChunkedLinearCrossEntropy: returns (loss, per-row nll, tracked nll)."""
 
     @staticmethod
@@ -107,18 +107,6 @@ class VocabBlockLinearCrossEntropy(torch.autograd.Function):
         ctx.grads = (dh, dw, db)
         ctx.mark_non_differentiable(nll_out, track_out)
         return loss.to(compute_dtype), nll_out, track_out
-
-    @staticmethod
-    def backward(ctx, grad_loss, _grad_nll, _grad_track):
-        if ctx.grads is None:
-            raise RuntimeError("linear_cross_entropy computes its gradients in the forward pass and can "
-                               "be backpropagated only once (retain_graph / double backward unsupported)")
-        dh, dw, db = ctx.grads
-        ctx.grads = None
-        for g in (dh, dw, db):
-            if g is not None:
-                g.mul_(grad_loss.to(g.dtype))
-        return dh, dw, db, None, None, None, None, None, None, None, None, None
 
 
 def _vocab_pass(h2, weight, bias, rows, y, coef, lse, eps, softcap, vb, need_dh, need_dw, need_db):
