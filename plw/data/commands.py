@@ -105,22 +105,9 @@ def _write_all(files: list) -> None:
 
 
 def _json_bytes(obj) -> bytes:
-    import json
+    from plw.io import json_safe, json_text
 
-    from plw.io import _json_default
-
-    return (json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n").encode("utf-8")
-
-
-def _finite(obj):
-    """JSON has no NaN/inf: write them as null."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    return obj
+    return json_text(json_safe(obj)).encode("utf-8")
 
 
 def _fmt(x: float, digits: int = 2) -> str:
@@ -196,7 +183,7 @@ def stats(
         pngs = histogram_pngs(st, title=Path(data).name if not data.startswith("builtin:") else data)
         files += [(Path(hist) / f"{f}.png", png) for f, png in pngs.items()]
     if json_out is not None:
-        files.append((json_out, _json_bytes(_finite(payload))))
+        files.append((json_out, _json_bytes(payload)))
     _write_all(files)
     if hist is not None:
         out.print(f"histograms: {', '.join(str(p) for p, _ in files if p != json_out)}")
@@ -274,8 +261,8 @@ def invert(
         text = json.dumps(rows, ensure_ascii=False, indent=2) + "\n"
     files = [(output, text.encode("utf-8"))]
     if json_out is not None:
-        files.append((json_out, _json_bytes(_finite({"data": data, "tokenizer": tokenizer, "output": str(output),
-                                                     **result.to_dict(), "n_written": len(rows),
-                                                     "n_left_out": len(left_out)}))))
+        files.append((json_out, _json_bytes({"data": data, "tokenizer": tokenizer, "output": str(output),
+                                             **result.to_dict(), "n_written": len(rows),
+                                             "n_left_out": len(left_out)})))
     _write_all(files)
     out.print(f"wrote {output}")

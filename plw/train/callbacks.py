@@ -8,12 +8,11 @@ a resumed run's file reads as one continuous run.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 from transformers import TrainerCallback
 
-from plw.io import write_text_atomic
+from plw.io import json_safe, write_text_atomic
 
 
 def read_metrics(path: str | Path) -> list[dict]:
@@ -21,12 +20,6 @@ def read_metrics(path: str | Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def _clean(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 class MetricsCallback(TrainerCallback):
@@ -50,7 +43,7 @@ class MetricsCallback(TrainerCallback):
     def _write(self, record: dict) -> None:
         if self.trainer.accelerator.is_main_process:
             with open(self.path, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps({k: _clean(v) for k, v in record.items()}) + "\n")
+                fh.write(json.dumps(json_safe(record)) + "\n")
                 fh.flush()
 
     def flush(self) -> None:

@@ -171,7 +171,7 @@ def train(config: TrainConfig | dict, *, progress: bool = True,
     from plw.train.collator import PLWCollator
     from plw.train.regularisers import set_dropout
     from plw.train.trainer import PLWTrainer
-    from plw.io import write_json_atomic
+    from plw.io import json_safe, write_json_atomic
 
     if not isinstance(config, TrainConfig):
         config = TrainConfig.model_validate(config)
@@ -291,7 +291,7 @@ def train(config: TrainConfig | dict, *, progress: bool = True,
     _save_dir_atomic(trainer, out)
     if trainer.accelerator.is_main_process:
         # Strict JSON: undefined values (e.g. loss_rsd of a run shorter than one window) as null.
-        write_json_atomic(out / "metrics.json", _json_safe(metrics))
+        write_json_atomic(out / "metrics.json", json_safe(metrics))
     trainer.accelerator.wait_for_everyone()
 
     trained = trainer.accelerator.unwrap_model(trainer.model)
@@ -365,19 +365,6 @@ def _training_kwargs(config: TrainConfig, out: Path, grad_accum: int, bf16: bool
         ddp_find_unused_parameters=False,
         ddp_backend="gloo" if (world > 1 and not cuda) else None,
     ))
-
-
-def _json_safe(value):
-    import math
-
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
-
 
 def _compatible_args(cls, kwargs: dict) -> dict:
     """Map our TrainingArguments onto the installed transformers 5.x (names moved within 5.x)."""

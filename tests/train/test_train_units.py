@@ -123,8 +123,8 @@ def test_dropout_settings(tok):
 def test_metrics_json_is_strict():
     import json
 
-    from plw.train.run import _json_safe
+    from plw.io import json_safe
 
-    text = json.dumps(_json_safe({"loss_rsd": float("nan"), "x": [1.0, float("inf")], "y": {"z": 2.0}}),
+    text = json.dumps(json_safe({"loss_rsd": float("nan"), "x": [1.0, float("inf")], "y": {"z": 2.0}}),
                       allow_nan=False)
     assert json.loads(text) == {"loss_rsd": None, "x": [1.0, None], "y": {"z": 2.0}}
