@@ -75,6 +75,13 @@ class PrecomputedGradFunction(torch.autograd.Function):
     """Base of the engines: forward stores (dh, dw, db) for loss = 1; backward only scales them."""
 
     @staticmethod
+    def needed_grads(ctx, bias, grad_enabled: bool) -> tuple[bool, bool, bool]:
+        """Which of (hidden, head weight, bias) need a gradient from this forward."""
+        return (grad_enabled and ctx.needs_input_grad[0],
+                grad_enabled and ctx.needs_input_grad[1],
+                grad_enabled and bias is not None and ctx.needs_input_grad[2])
+
+    @staticmethod
     def backward(ctx, grad_loss, _grad_nll, _grad_track):
         if ctx.grads is None:
             raise RuntimeError("linear_cross_entropy computes its gradients in the forward pass and can "
@@ -98,9 +105,7 @@ class ChunkedLinearCrossEntropy(PrecomputedGradFunction):
         h2 = hidden.reshape(-1, d)
         V = weight.shape[0]
         compute_dtype = torch.promote_types(hidden.dtype, torch.float32)
-        need_dh = grad_enabled and ctx.needs_input_grad[0]
-        need_dw = grad_enabled and ctx.needs_input_grad[1]
-        need_db = grad_enabled and bias is not None and ctx.needs_input_grad[2]
+        need_dh, need_dw, need_db = PrecomputedGradFunction.needed_grads(ctx, bias, grad_enabled)
         want_grad = need_dh or need_dw or need_db
         dh = torch.zeros(hidden.shape, dtype=hidden.dtype, device=hidden.device) if need_dh else None
         dh2 = dh.view(-1, d) if need_dh else None

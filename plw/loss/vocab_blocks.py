@@ -61,9 +61,7 @@ class VocabBlockLinearCrossEntropy(PrecomputedGradFunction):
         V = weight.shape[0]
         dev = hidden.device
         compute_dtype = torch.promote_types(hidden.dtype, torch.float32)
-        need_dh = grad_enabled and ctx.needs_input_grad[0]
-        need_dw = grad_enabled and ctx.needs_input_grad[1]
-        need_db = grad_enabled and bias is not None and ctx.needs_input_grad[2]
+        need_dh, need_dw, need_db = PrecomputedGradFunction.needed_grads(ctx, bias, grad_enabled)
         want_grad = need_dh or need_dw or need_db
         n = rows.numel()
 

@@ -73,8 +73,9 @@ def test_smoothing_softcap_bias_normalizers(lt, eps, cap, use_bias, normalizer):
            _grads(ref_fn, hidden, weight.float().double(), bias), 1e-5)
 
 
+@pytest.mark.parametrize("strategy", ["auto", "vocab_blocks"])
 @pytest.mark.parametrize("chunk", [1, 3, 16, 10_000])
-def test_chunks_fully_masked_rows_and_packed_boundaries(lt, chunk):
+def test_chunks_fully_masked_rows_and_packed_boundaries(lt, chunk, strategy):
     """A packed batch of one: example boundaries are label -100 / weight 0, a whole example is masked,
     and chunk boundaries fall inside examples."""
     g = torch.Generator().manual_seed(4)
@@ -91,7 +92,8 @@ def test_chunks_fully_masked_rows_and_packed_boundaries(lt, chunk):
     weights[13:29] = 0.0  # the middle example contributes nothing (e.g. all prompt at PLW 0)
     ref = _grads(lambda h, w, b: lt.ref(h @ w.t(), labels, weights, completion_mask=comp)[0], hidden, weight)
     got = _grads(lambda h, w, b: linear_cross_entropy(h, w, labels, weights, completion_mask=comp,
-                                                      chunk_size=chunk).loss, hidden, weight)
+                                                      chunk_size=chunk, strategy=strategy).loss,
+                 hidden, weight)
     _check(lt, got, ref, 1e-12)
     assert torch.all(got[1][12:29] == 0)  # masked rows, and the row before a boundary, get no gradient
     assert torch.all(got[1][-1] == 0)  # the last position predicts nothing

@@ -67,25 +67,7 @@ def test_vocab_blocks_equal_token_chunks_fp64(lt):
         torch.testing.assert_close(x, y, equal_nan=True, rtol=1e-12, atol=0)
 
 
-@pytest.mark.parametrize("chunk", [1, 3, 16, 10_000])
-def test_vocab_blocks_packed_and_fully_masked(lt, chunk):
-    g = torch.Generator().manual_seed(24)
-    T, d, V = 40, 8, 23
-    hidden = torch.randn(T, d, generator=g, dtype=torch.float64)
-    weight = torch.randn(V, d, generator=g, dtype=torch.float64)
-    labels = torch.randint(0, V, (T,), generator=g)
-    weights = torch.ones(T, dtype=torch.float64)
-    comp = torch.ones(T, dtype=torch.bool)
-    for start in (0, 13, 29):
-        labels[start] = -100
-        weights[start + 1:start + 4] = 0.05
-        comp[start:start + 4] = False
-    weights[13:29] = 0.0
-    ref = _grads(lambda h, w, b: lt.ref(h @ w.t(), labels, weights, completion_mask=comp)[0], hidden, weight)
-    got = _grads(lambda h, w, b: linear_cross_entropy(h, w, labels, weights, completion_mask=comp,
-                                                      chunk_size=chunk, **VB).loss, hidden, weight)
-    _check(lt, got, ref, 1e-12)
-    assert torch.all(got[1][12:29] == 0) and torch.all(got[1][-1] == 0)
+# The packed / fully masked batch: tests/loss/test_loss_engine.py, parametrised over strategies.
 
 
 def test_vocab_blocks_nothing_kept_gives_zero_gradients(lt):
