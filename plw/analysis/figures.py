@@ -54,10 +54,6 @@ def _wp_axis(ax):
     ax.set_xlim(-0.02, 1.02)
 
 
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
-
-
 def aggregate_figure(groups: dict, analysis: dict, out_dir: Path) -> list[dict]:
     plt = _plt()
     names = list(groups)

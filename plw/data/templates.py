@@ -27,11 +27,6 @@ ALPACA_PROMPT_NO_INPUT = (
 )
 
 
-def default_template(record: Record) -> str:
-    """The template matching a record's own format."""
-    return record.format
-
-
 def check_template(template: str) -> str:
     if template not in TEMPLATES:
         raise PLWError(f"unknown template {template!r}; expected one of {', '.join(TEMPLATES)}", field="template")
