@@ -43,6 +43,13 @@ def auto_chunk_size(n_rows: int, vocab: int, *, device: torch.device, dtype: tor
     return max(1, min(rows, n_rows))
 
 
+def cast_head(weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype):
+    """The head (and bias) in the matmul dtype, without a copy when it already is."""
+    w = weight if weight.dtype == dtype else weight.to(dtype)
+    b = bias if bias is None or bias.dtype == dtype else bias.to(dtype)
+    return w, b
+
+
 def _chunk_loss(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, y: torch.Tensor,
                 eps: float, softcap: float | None, want_grad: bool, buf: torch.Tensor):
     """Logits of one chunk -> (per-row smoothed loss, per-row nll, exp(z - max), sumexp, softcap factor, lse).
@@ -92,7 +99,7 @@ class PrecomputedGradFunction(torch.autograd.Function):
         for g in (dh, dw, db):
             if g is not None:
                 g.mul_(grad_loss.to(g.dtype))
-        return dh, dw, db, None, None, None, None, None, None, None, None, None
+        return dh, dw, db, None, None, None, None, None, None, None, None, None, None
 
 
 class ChunkedLinearCrossEntropy(PrecomputedGradFunction):
@@ -100,16 +107,21 @@ class ChunkedLinearCrossEntropy(PrecomputedGradFunction):
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, rows, y, coef, track_rows, track_y, eps, softcap, chunk,
-                grad_enabled):
+                grad_enabled, mm_dtype=None):
         d = hidden.shape[-1]
         h2 = hidden.reshape(-1, d)
         V = weight.shape[0]
-        compute_dtype = torch.promote_types(hidden.dtype, torch.float32)
         need_dh, need_dw, need_db = PrecomputedGradFunction.needed_grads(ctx, bias, grad_enabled)
         want_grad = need_dh or need_dw or need_db
+        # Mixed precision (fp32 master weights, bf16 matmuls): one low-precision copy of the head, as
+        # autocast would make; the gradients still come back in the inputs' own dtypes.
+        mm_dtype = mm_dtype or hidden.dtype
+        w_mm, b_mm = cast_head(weight, bias, mm_dtype)
+        compute_dtype = torch.promote_types(mm_dtype, torch.float32)
         dh = torch.zeros(hidden.shape, dtype=hidden.dtype, device=hidden.device) if need_dh else None
         dh2 = dh.view(-1, d) if need_dh else None
-        # Low-precision head weights accumulate their gradient in fp32 across chunks.
+        # Low-precision matmuls accumulate the head gradient in fp32 across chunks; for an fp32 master
+        # weight that accumulator is the returned gradient itself.
         dw = torch.zeros(weight.shape, dtype=compute_dtype, device=weight.device) if need_dw else None
         db = torch.zeros(V, dtype=compute_dtype, device=weight.device) if need_db else None
 
@@ -120,8 +132,8 @@ class ChunkedLinearCrossEntropy(PrecomputedGradFunction):
         nll_out = torch.empty(n, dtype=compute_dtype, device=hidden.device)
         for s in range(0, n, chunk):
             r, yc, cc = rows[s:s + chunk], y[s:s + chunk], coef[s:s + chunk]
-            hc = h2.index_select(0, r)
-            per_row, nll, g, sumexp, cap_grad, _ = _chunk_loss(hc, weight, bias, yc, eps, softcap,
+            hc = h2.index_select(0, r).to(mm_dtype)
+            per_row, nll, g, sumexp, cap_grad, _ = _chunk_loss(hc, w_mm, b_mm, yc, eps, softcap,
                                                             want_grad, buf)
             nll_out[s:s + chunk] = nll
             loss += (cc.double() * per_row.double()).sum()
@@ -137,9 +149,9 @@ class ChunkedLinearCrossEntropy(PrecomputedGradFunction):
             del cap_grad
             if db is not None:
                 db.add_(g.sum(0))
-            g_lp = g if g.dtype == hidden.dtype else g.to(hidden.dtype)
+            g_lp = g if g.dtype == mm_dtype else g.to(mm_dtype)
             if dh2 is not None:
-                dh2.index_copy_(0, r, torch.mm(g_lp, weight))
+                dh2.index_copy_(0, r, torch.mm(g_lp, w_mm).to(dh2.dtype))
             if dw is not None:
                 if dw.dtype == hc.dtype:
                     dw.addmm_(g_lp.t(), hc)
@@ -150,9 +162,10 @@ class ChunkedLinearCrossEntropy(PrecomputedGradFunction):
         # Rows of weight 0 kept only for logging: forward-only, never part of the loss or gradients.
         track_out = torch.empty(track_rows.numel(), dtype=compute_dtype, device=hidden.device)
         for s in range(0, track_rows.numel(), chunk):
-            hc = h2.index_select(0, track_rows[s:s + chunk])
-            track_out[s:s + chunk] = _chunk_loss(hc, weight, bias, track_y[s:s + chunk], 0.0, softcap,
+            hc = h2.index_select(0, track_rows[s:s + chunk]).to(mm_dtype)
+            track_out[s:s + chunk] = _chunk_loss(hc, w_mm, b_mm, track_y[s:s + chunk], 0.0, softcap,
                                                  False, buf)[1]
+        del w_mm, b_mm
 
         if dw is not None and dw.dtype != weight.dtype:
             dw = dw.to(weight.dtype)

@@ -19,7 +19,8 @@ def linear_cross_entropy(hidden: torch.Tensor, lm_head_weight: torch.Tensor, lab
                          bias: torch.Tensor | None = None, normalizer: Normalizer = "weight_sum",
                          label_smoothing: float = 0.0, softcap: float | None = None,
                          chunk_size: int | str = "auto", backend: str = "auto",
-                         track_masked_nll: bool = False, strategy: str = "auto") -> LossOutput:
+                         track_masked_nll: bool = False, strategy: str = "auto",
+                         matmul_dtype: torch.dtype | None = None) -> LossOutput:
     """sum_i w_i * l_i / Z with logits = hidden @ lm_head_weightᵀ (+ bias), never materialised whole.
 
     hidden: [B, T, d] (or [T, d], one possibly packed sequence), unshifted; lm_head_weight: [V, d];
@@ -30,6 +31,10 @@ def linear_cross_entropy(hidden: torch.Tensor, lm_head_weight: torch.Tensor, lab
     strategy (plain-PyTorch engine only): "auto" = "token_chunks" (6·N·d·V FLOPs; a bf16/fp16 head
     accumulates its gradient in an fp32 [V, d] buffer); "vocab_blocks" = two passes, logits recomputed
     per vocabulary block (8·N·d·V FLOPs), head gradient written once in its dtype, no [V, d] buffer.
+    matmul_dtype: dtype of the two matmul operands, default hidden's. Mixed-precision training (fp32
+    master weights under bf16/fp16 autocast) passes the autocast dtype: the matmuls then run in bf16
+    like autocast's, while softmax, loss and gradient accumulation stay fp32 and the gradients come
+    back in the inputs' dtypes (fp32 head gradient accumulated directly, never rounded to bf16).
     """
     _check_options(label_smoothing, softcap)
     if backend not in BACKENDS:
@@ -46,6 +51,10 @@ def linear_cross_entropy(hidden: torch.Tensor, lm_head_weight: torch.Tensor, lab
         raise ValueError(f"lm_head_weight must be [V, {hidden.shape[-1]}], got {tuple(lm_head_weight.shape)}")
     if lm_head_weight.dtype != hidden.dtype:
         raise ValueError(f"hidden ({hidden.dtype}) and lm_head_weight ({lm_head_weight.dtype}) dtypes differ")
+    if matmul_dtype is not None and (not isinstance(matmul_dtype, torch.dtype)
+                                     or not matmul_dtype.is_floating_point):
+        raise ValueError(f"matmul_dtype must be a floating-point torch.dtype, got {matmul_dtype!r}")
+    mm_dtype = matmul_dtype or hidden.dtype
     V = lm_head_weight.shape[0]
     if bias is not None and bias.shape != (V,):
         raise ValueError(f"bias must be [{V}], got {tuple(bias.shape)}")
@@ -58,16 +67,16 @@ def linear_cross_entropy(hidden: torch.Tensor, lm_head_weight: torch.Tensor, lab
 
     keep = (tg.weights > 0).nonzero().squeeze(1)  # weight > 0 implies a valid label
     rows, y = tg.source_row[keep], tg.labels[keep]
-    coef = (tg.weights[keep].double() / z).to(torch.promote_types(hidden.dtype, torch.float32))
+    coef = (tg.weights[keep].double() / z).to(torch.promote_types(mm_dtype, torch.float32))
     tracked = ((tg.weights == 0) & tg.valid).nonzero().squeeze(1) if track_masked_nll else keep[:0]
     grad_enabled = torch.is_grad_enabled()
 
     if chunk_size == "auto" and strategy == "vocab_blocks":
         chunk = auto_token_chunk(max(rows.numel(), tracked.numel(), 1), V, device=hidden.device,
-                                 dtype=hidden.dtype)
+                                 dtype=mm_dtype)
     elif chunk_size == "auto":
         chunk = auto_chunk_size(max(rows.numel(), tracked.numel(), 1), V, device=hidden.device,
-                                dtype=hidden.dtype, softcap=softcap is not None,
+                                dtype=mm_dtype, softcap=softcap is not None,
                                 hidden_size=hidden.shape[-1])
     elif isinstance(chunk_size, int) and not isinstance(chunk_size, bool) and chunk_size > 0:
         chunk = chunk_size
@@ -78,15 +87,18 @@ def linear_cross_entropy(hidden: torch.Tensor, lm_head_weight: torch.Tensor, lab
         engine = VocabBlockLinearCrossEntropy if strategy == "vocab_blocks" else ChunkedLinearCrossEntropy
         loss, nll, nll_tracked = engine.apply(
             hidden, lm_head_weight, bias, rows, y, coef, tg.source_row[tracked], tg.labels[tracked],
-            float(label_smoothing), softcap, chunk, grad_enabled)
+            float(label_smoothing), softcap, chunk, grad_enabled, mm_dtype)
     else:
-        per_token, nll = external_per_token_loss(backend, hidden, lm_head_weight, bias, rows, y,
+        # The external kernels take one dtype: cast differentiably (autograd returns each input's own).
+        h_mm, w_mm = hidden.to(mm_dtype), lm_head_weight.to(mm_dtype)
+        b_mm = bias.to(mm_dtype) if bias is not None else None
+        per_token, nll = external_per_token_loss(backend, h_mm, w_mm, b_mm, rows, y,
                                                  float(label_smoothing), softcap)
         loss = (coef * per_token.to(coef.dtype)).sum()
         with torch.no_grad():  # tracked rows: forward-only through the exact engine
             nll_tracked = ChunkedLinearCrossEntropy.apply(
                 hidden, lm_head_weight, bias, rows[:0], y[:0], coef[:0], tg.source_row[tracked],
-                tg.labels[tracked], 0.0, softcap, chunk, False)[2]
+                tg.labels[tracked], 0.0, softcap, chunk, False, mm_dtype)[2]
 
     all_nll = torch.cat([nll.detach().to(nll_tracked.dtype), nll_tracked])
     completion = torch.cat([tg.completion[keep], tg.completion[tracked]])

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-from .chunked import CPU_CHUNK_BYTES, CUDA_CHUNK_BYTES, PrecomputedGradFunction, _chunk_loss
+from .chunked import CPU_CHUNK_BYTES, CUDA_CHUNK_BYTES, PrecomputedGradFunction, _chunk_loss, cast_head
 
 # fp32 working set of one row tile in pass 2 (the block is converted to fp32 a tile at a time).
 TILE_BYTES = 8 << 20
@@ -55,12 +55,14 @@ class VocabBlockLinearCrossEntropy(PrecomputedGradFunction):
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, rows, y, coef, track_rows, track_y, eps, softcap, chunk,
-                grad_enabled):
+                grad_enabled, mm_dtype=None):
         d = hidden.shape[-1]
         h2 = hidden.reshape(-1, d)
         V = weight.shape[0]
         dev = hidden.device
-        compute_dtype = torch.promote_types(hidden.dtype, torch.float32)
+        mm_dtype = mm_dtype or hidden.dtype
+        w_mm, b_mm = cast_head(weight, bias, mm_dtype)
+        compute_dtype = torch.promote_types(mm_dtype, torch.float32)
         need_dh, need_dw, need_db = PrecomputedGradFunction.needed_grads(ctx, bias, grad_enabled)
         want_grad = need_dh or need_dw or need_db
         n = rows.numel()
@@ -71,8 +73,8 @@ class VocabBlockLinearCrossEntropy(PrecomputedGradFunction):
         nll_out = torch.empty(n, dtype=compute_dtype, device=dev)
         lse = torch.empty(n, dtype=compute_dtype, device=dev)
         for s in range(0, n, chunk):
-            hc = h2.index_select(0, rows[s:s + chunk])
-            per_row, nll, _, _, _, lse_c = _chunk_loss(hc, weight, bias, y[s:s + chunk], eps, softcap,
+            hc = h2.index_select(0, rows[s:s + chunk]).to(mm_dtype)
+            per_row, nll, _, _, _, lse_c = _chunk_loss(hc, w_mm, b_mm, y[s:s + chunk], eps, softcap,
                                                        False, buf)
             nll_out[s:s + chunk] = nll
             lse[s:s + chunk] = lse_c
@@ -80,15 +82,16 @@ class VocabBlockLinearCrossEntropy(PrecomputedGradFunction):
             del hc, per_row, nll, lse_c
         track_out = torch.empty(track_rows.numel(), dtype=compute_dtype, device=dev)
         for s in range(0, track_rows.numel(), chunk):
-            hc = h2.index_select(0, track_rows[s:s + chunk])
-            track_out[s:s + chunk] = _chunk_loss(hc, weight, bias, track_y[s:s + chunk], 0.0, softcap,
+            hc = h2.index_select(0, track_rows[s:s + chunk]).to(mm_dtype)
+            track_out[s:s + chunk] = _chunk_loss(hc, w_mm, b_mm, track_y[s:s + chunk], 0.0, softcap,
                                                  False, buf)[1]
         del buf
 
         dh = dw = db = None
         if want_grad and n > 0:
-            dh32, dw, db = _vocab_pass(h2, weight, bias, rows, y, coef, lse, eps, softcap,
-                                       vocab_block_size(chunk, n, V), need_dh, need_dw, need_db)
+            dh32, dw, db = _vocab_pass(h2, w_mm, b_mm, rows, y, coef, lse, eps, softcap,
+                                       vocab_block_size(chunk, n, V), need_dh, need_dw, need_db,
+                                       weight.dtype)
             if need_dh:
                 dh = torch.zeros(hidden.shape, dtype=hidden.dtype, device=dev)
                 dh2 = dh.view(-1, d)
@@ -100,6 +103,7 @@ class VocabBlockLinearCrossEntropy(PrecomputedGradFunction):
             dh = torch.zeros_like(hidden) if need_dh else None
             dw = torch.zeros_like(weight) if need_dw else None
             db = torch.zeros_like(bias) if need_db else None
+        del w_mm, b_mm
         if db is not None and db.dtype != bias.dtype:
             db = db.to(bias.dtype)
         ctx.grads = (dh, dw, db)
@@ -107,15 +111,19 @@ class VocabBlockLinearCrossEntropy(PrecomputedGradFunction):
         return loss.to(compute_dtype), nll_out, track_out
 
 
-def _vocab_pass(h2, weight, bias, rows, y, coef, lse, eps, softcap, vb, need_dh, need_dw, need_db):
-    """Pass 2: the gradients, one vocabulary block at a time. Returns (dH32 [N, d] or None, dW, db)."""
+def _vocab_pass(h2, weight, bias, rows, y, coef, lse, eps, softcap, vb, need_dh, need_dw, need_db,
+                dw_dtype):
+    """Pass 2: the gradients, one vocabulary block at a time. Returns (dH32 [N, d] or None, dW, db).
+
+    `weight` / `bias` are already in the matmul dtype; dW is written in `dw_dtype` (the head's own).
+    """
     V, d = weight.shape
     n = rows.numel()
-    dev, dt = h2.device, h2.dtype
+    dev, dt = h2.device, weight.dtype
     compute_dtype = torch.promote_types(dt, torch.float32)
     low = dt != compute_dtype
-    H = h2.index_select(0, rows)  # [N, d], head dtype
-    dw = torch.empty_like(weight) if need_dw else None
+    H = h2.index_select(0, rows).to(dt)  # [N, d], matmul dtype
+    dw = torch.empty(weight.shape, dtype=dw_dtype, device=dev) if need_dw else None
     dh32 = torch.zeros(n, d, dtype=compute_dtype, device=dev) if need_dh else None
     db = torch.zeros(V, dtype=compute_dtype, device=dev) if need_db else None
     blk_store = torch.empty(n * vb, dtype=dt, device=dev)
@@ -156,7 +164,10 @@ def _vocab_pass(h2, weight, bias, rows, y, coef, lse, eps, softcap, vb, need_dh,
                 blk[s:e].copy_(z)  # rounded to the head dtype, as the token-chunk engine does
             del z
         if dw is not None:
-            torch.mm(blk.t(), H, out=dw[v0:v1])
+            if dw.dtype == dt:
+                torch.mm(blk.t(), H, out=dw[v0:v1])
+            else:  # fp32 master weight: the block's low-precision product, stored once in fp32
+                dw[v0:v1].copy_(torch.mm(blk.t(), H))
         if dh32 is not None:
             if low:  # no mixed-dtype addmm_ on CPU: tile the low-precision product
                 step = max(1, TILE_BYTES // (4 * d))

@@ -108,7 +108,13 @@ def _plw_forward(self, input_ids=None, attention_mask=None, position_ids=None, l
     hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
     factor = logit_factor(self.config)
     head = self.get_output_embeddings()
-    # Under autocast the hidden states may be bf16 while the head is fp32: cast (differentiably).
+    # Under autocast with fp32 master weights the final hidden states are fp32 (the residual stream),
+    # while HF's own head would run in the autocast dtype: ask the engine for those low-precision
+    # matmuls, with fp32 softmax and an fp32 head gradient. Left in fp32 they would be several times
+    # slower on a GPU (no TF32 by default).
+    dev_type = hidden.device.type
+    matmul_dtype = torch.get_autocast_dtype(dev_type) if torch.is_autocast_enabled(dev_type) else None
+    # A head whose dtype differs from the hidden states (rare): cast it, differentiably.
     weight = head.weight if head.weight.dtype == hidden.dtype else head.weight.to(hidden.dtype)
     bias = getattr(head, "bias", None)
     if bias is not None and bias.dtype != hidden.dtype:
@@ -116,9 +122,8 @@ def _plw_forward(self, input_ids=None, attention_mask=None, position_ids=None, l
     if factor != 1.0:  # logits·s = (hidden·s) Wᵀ + b·s: exact, no [tokens, vocab] tensor
         hidden = hidden * factor
         bias = bias * factor if bias is not None else None
-    # The engine has its own autograd Function with fixed dtypes: run it outside autocast, in the
-    # hidden states' dtype (what autocast would give the head matmul anyway).
-    with torch.autocast(device_type=hidden.device.type, enabled=False):
+    # The engine has its own autograd Function with explicit dtypes: run it outside autocast.
+    with torch.autocast(device_type=dev_type, enabled=False):
         res = linear_cross_entropy(
             hidden, weight, labels, plw_weights,
             completion_mask=plw_completion_mask,
@@ -129,6 +134,7 @@ def _plw_forward(self, input_ids=None, attention_mask=None, position_ids=None, l
             backend=plw_backend,
             strategy=plw_strategy,
             track_masked_nll=plw_track_masked_nll,
+            matmul_dtype=matmul_dtype,
         )
     # A plain dict: DDP/accelerate walk it for tensors; no logits are returned.
     return {"loss": res.loss, "prompt_nll": res.prompt_nll, "completion_nll": res.completion_nll,
