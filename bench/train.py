@@ -10,6 +10,7 @@ every example is exactly `seq` tokens, so padding plays no part):
   plw_0                PLWTrainer at PLW 0 (same objective as the TRL row)
   plw_0_lognll         PLWTrainer at PLW 0, also logging the prompt NLL (the `log_prompt_nll` default)
   plw_0.1              PLWTrainer at PLW 0.1
+  plw_1                PLWTrainer at PLW 1 (every row computed, as at PLW 0.1: the equal-work baseline)
 Data are short-completion like the paper's AlpacaDataShort: 448 prompt + 64 completion tokens.
 
 Throughput = trained tokens per second over the timed optimizer steps (median step time; the first
@@ -33,7 +34,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-ROWS = ["trl_completion_only", "plw_0", "plw_0_lognll", "plw_0.1"]
+ROWS = ["trl_completion_only", "plw_0", "plw_0_lognll", "plw_0.1", "plw_1"]
 SHAPES = {
     "cpu": dict(hidden=512, layers=8, heads=8, inter=1376, vocab=32000, seq=512, batch=4, prompt=448),
     "quick": dict(hidden=128, layers=2, heads=4, inter=344, vocab=8000, seq=256, batch=2, prompt=224),
@@ -90,7 +91,7 @@ def worker(row: str, shape_name: str, steps: int, warmup: int) -> dict:
     dtype = torch.bfloat16 if gpu else torch.float32
     total = warmup + steps
     model = _model(shape, device, dtype)
-    plw = 0.1 if row == "plw_0.1" else 0.0
+    plw = {"plw_0.1": 0.1, "plw_1": 1.0}.get(row, 0.0)
     rows = _rows(shape, shape["batch"] * total, plw)
     from plw.data.tokenizer import train_tokenizer
 
@@ -206,6 +207,11 @@ def main(argv=None) -> None:
     if "plw_0_lognll" in results and "plw_0.1" in results:
         ratios["plw_0.1_cpu_step_time_vs_plw_0_lognll"] = (results["plw_0.1"]["cpu_step_s"]
                                                           / results["plw_0_lognll"]["cpu_step_s"])
+    if "plw_1" in results and "plw_0.1" in results:
+        # Same rows through the head: what the fractional weight itself costs.
+        ratios["plw_0.1_step_time_vs_plw_1"] = results["plw_0.1"]["step_s"] / results["plw_1"]["step_s"]
+        ratios["plw_0.1_cpu_step_time_vs_plw_1"] = (results["plw_0.1"]["cpu_step_s"]
+                                                   / results["plw_1"]["cpu_step_s"])
     import torch
     import transformers
     import trl
