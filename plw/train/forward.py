@@ -1,13 +1,19 @@
-"""The PLW loss inside the causal LM's own forward: final hidden states → `linear_cross_entropy`.
+"""The PLW loss inside the model's own forward calls: final hidden states → `linear_cross_entropy`.
 
-Why inside `forward` rather than in `Trainer.compute_loss`: DDP, FSDP and DeepSpeed hook the
-model's forward call (DDP prepares its gradient reducer there; FSDP and ZeRO-3 gather sharded
-parameters there). Calling the decoder and reading `lm_head.weight` from outside that call would
-skip gradient sync or see a parameter shard. So `attach_plw_loss` gives the causal-LM module an
-extra mode: when `plw_weights` is passed, it runs the decoder to the final (normed) hidden states,
-never builds the [tokens, vocab] logits, and returns the PLW loss from the head weight. Without
-`plw_weights` the original forward runs (generation, evaluation, saving are untouched). PEFT
-wrappers reach the patched module through `LoraModel.forward` → `self.model(...)`.
+Why inside `forward` rather than in `Trainer.compute_loss`: DDP, FSDP and DeepSpeed hook module
+forward calls (DDP prepares its gradient reducer in the root's; FSDP and ZeRO-3 gather a module's
+sharded parameters just before *that module's* forward and reduce its gradients after its
+backward). So `attach_plw_loss` gives two modules an extra mode: the causal LM runs the decoder to
+the final (normed) hidden states, then calls its output-embedding module (`lm_head`) with a
+`PLWLossRequest`; the head computes the PLW loss from its own, gathered weight without ever
+building the [tokens, vocab] logits. Without a request both run their original forward
+(generation, evaluation, saving are untouched). PEFT reaches the patched module through
+`LoraModel.forward` → `self.model(...)`.
+
+The weights, completion mask and normaliser travel inside the request, a plain object: mixed-
+precision wrappers (FSDP's `cast_forward_inputs`, DeepSpeed) cast every floating tensor they find
+in a forward call's arguments, which would round PLW 0.1 to bf16's 0.10009765625. For the same
+reason the logged statistics are read from the request, not from the (possibly cast) outputs.
 """
 
 from __future__ import annotations
@@ -72,42 +78,99 @@ def causal_lm_module(model):
         return m
 
 
+class PLWLossRequest:
+    """What the loss needs besides the hidden states; filled with the result by the head's forward.
+
+    Deliberately a plain class (not a dataclass, dict or tuple), so that wrappers that walk and cast
+    a forward call's arguments leave its tensors alone.
+    """
+
+    def __init__(self, weights, completion_mask=None, normalizer="weight_sum", *, label_smoothing=0.0,
+                 track_masked_nll=False, backend="auto", strategy="auto"):
+        self.weights = weights
+        self.completion_mask = completion_mask
+        self.normalizer = normalizer
+        self.label_smoothing = label_smoothing
+        self.track_masked_nll = track_masked_nll
+        self.backend = backend
+        self.strategy = strategy
+        self.labels = None
+        self.factor = 1.0
+        self.softcap = None
+        self.result = None  # the LossOutput, set by the head's forward
+        self.loss_value = None  # detached fp32 copy of the loss, for logging
+
+    def stats(self) -> dict:
+        """Loss statistics (detached, full precision) as the model's output dict carries them."""
+        r = self.result
+        return {"prompt_nll": r.prompt_nll, "completion_nll": r.completion_nll, "n_prompt": r.n_prompt,
+                "n_completion": r.n_completion, "weight_sum": r.weight_sum,
+                "prompt_nll_sum": r.prompt_nll_sum, "completion_nll_sum": r.completion_nll_sum}
+
+
 def attach_plw_loss(model):
-    """Give the causal LM inside `model` a PLW-loss forward mode (idempotent); returns `model`."""
+    """Give the causal LM inside `model` and its head a PLW-loss mode (idempotent); returns `model`."""
     lm = causal_lm_module(model)
     logit_factor(lm.config)  # refuse an unknown logit transform before training starts
+    head = lm.get_output_embeddings()
+    if head is None or not hasattr(head, "weight"):
+        raise PLWError(f"{type(lm).__name__} has no output-embedding layer with a weight; plw's loss "
+                       "needs the LM head", field="model")
     if "_plw_original_forward" not in lm.__dict__:
         lm._plw_original_forward = lm.forward
         lm.forward = types.MethodType(_plw_forward, lm)
+    if "_plw_original_forward" not in head.__dict__:
+        head._plw_original_forward = head.forward
+        head.forward = types.MethodType(_plw_head_forward, head)
     return model
 
 
 def detach_plw_loss(model):
     lm = causal_lm_module(model)
-    if "_plw_original_forward" in lm.__dict__:
-        lm.forward = lm.__dict__.pop("_plw_original_forward")
+    for module in (lm, lm.get_output_embeddings()):
+        if module is not None and "_plw_original_forward" in module.__dict__:
+            module.forward = module.__dict__.pop("_plw_original_forward")
     return model
 
 
 def _plw_forward(self, input_ids=None, attention_mask=None, position_ids=None, labels=None, *,
-                 plw_weights=None, plw_completion_mask=None, plw_normalizer="weight_sum",
-                 plw_label_smoothing: float = 0.0, plw_track_masked_nll: bool = False,
-                 plw_backend: str = "auto", plw_strategy: str = "auto", **kwargs: Any):
-    if plw_weights is None:
+                 plw: PLWLossRequest | None = None, plw_weights=None, plw_completion_mask=None,
+                 plw_normalizer="weight_sum", plw_label_smoothing: float = 0.0,
+                 plw_track_masked_nll: bool = False, plw_backend: str = "auto",
+                 plw_strategy: str = "auto", **kwargs: Any):
+    """`plw=PLWLossRequest(...)` (what the trainer passes) or the `plw_*` keywords (a convenience
+    that builds one) switch to the loss mode; the returned dict has the loss and its statistics."""
+    if plw is None and plw_weights is not None:
+        plw = PLWLossRequest(plw_weights, plw_completion_mask, plw_normalizer,
+                             label_smoothing=plw_label_smoothing, track_masked_nll=plw_track_masked_nll,
+                             backend=plw_backend, strategy=plw_strategy)
+    if plw is None:
         return self._plw_original_forward(input_ids=input_ids, attention_mask=attention_mask,
                                           position_ids=position_ids, labels=labels, **kwargs)
-    import torch
-
-    from plw.loss import linear_cross_entropy
-
     decoder = self.get_decoder()
     # use_cache=False: no KV cache in training, and transformers only detects packed sequences
     # (block-diagonal mask from position_ids) when there is no cache and no attention_mask.
     out = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                   use_cache=False, **kwargs)
     hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
-    factor = logit_factor(self.config)
-    head = self.get_output_embeddings()
+    plw.labels = labels
+    plw.factor = logit_factor(self.config)
+    plw.softcap = getattr(self.config, "final_logit_softcapping", None)
+    # Through the head module's own call, so that FSDP / ZeRO-3 gather its weight (tied or not) and
+    # reduce its gradient as for any layer.
+    loss = self.get_output_embeddings()(hidden, plw_request=plw)
+    # A plain dict: DDP/accelerate walk it for tensors; no logits are returned.
+    return {"loss": loss, **plw.stats()}
+
+
+def _plw_head_forward(self, hidden, plw_request: PLWLossRequest | None = None):
+    if plw_request is None:
+        return self._plw_original_forward(hidden)
+    import torch
+
+    from plw.loss import linear_cross_entropy
+
+    req = plw_request
     # Under autocast with fp32 master weights the final hidden states are fp32 (the residual stream),
     # while HF's own head would run in the autocast dtype: ask the engine for those low-precision
     # matmuls, with fp32 softmax and an fp32 head gradient. Left in fp32 they would be several times
@@ -115,28 +178,27 @@ def _plw_forward(self, input_ids=None, attention_mask=None, position_ids=None, l
     dev_type = hidden.device.type
     matmul_dtype = torch.get_autocast_dtype(dev_type) if torch.is_autocast_enabled(dev_type) else None
     # A head whose dtype differs from the hidden states (rare): cast it, differentiably.
-    weight = head.weight if head.weight.dtype == hidden.dtype else head.weight.to(hidden.dtype)
-    bias = getattr(head, "bias", None)
+    weight = self.weight if self.weight.dtype == hidden.dtype else self.weight.to(hidden.dtype)
+    bias = getattr(self, "bias", None)
     if bias is not None and bias.dtype != hidden.dtype:
         bias = bias.to(hidden.dtype)
-    if factor != 1.0:  # logits·s = (hidden·s) Wᵀ + b·s: exact, no [tokens, vocab] tensor
-        hidden = hidden * factor
-        bias = bias * factor if bias is not None else None
+    if req.factor != 1.0:  # logits·s = (hidden·s) Wᵀ + b·s: exact, no [tokens, vocab] tensor
+        hidden = hidden * req.factor
+        bias = bias * req.factor if bias is not None else None
     # The engine has its own autograd Function with explicit dtypes: run it outside autocast.
     with torch.autocast(device_type=dev_type, enabled=False):
         res = linear_cross_entropy(
-            hidden, weight, labels, plw_weights,
-            completion_mask=plw_completion_mask,
+            hidden, weight, req.labels, req.weights,
+            completion_mask=req.completion_mask,
             bias=bias,
-            normalizer=plw_normalizer,
-            label_smoothing=plw_label_smoothing,
-            softcap=getattr(self.config, "final_logit_softcapping", None),
-            backend=plw_backend,
-            strategy=plw_strategy,
-            track_masked_nll=plw_track_masked_nll,
+            normalizer=req.normalizer,
+            label_smoothing=req.label_smoothing,
+            softcap=req.softcap,
+            backend=req.backend,
+            strategy=req.strategy,
+            track_masked_nll=req.track_masked_nll,
             matmul_dtype=matmul_dtype,
         )
-    # A plain dict: DDP/accelerate walk it for tensors; no logits are returned.
-    return {"loss": res.loss, "prompt_nll": res.prompt_nll, "completion_nll": res.completion_nll,
-            "n_prompt": res.n_prompt, "n_completion": res.n_completion, "weight_sum": res.weight_sum,
-            "prompt_nll_sum": res.prompt_nll_sum, "completion_nll_sum": res.completion_nll_sum}
+    req.result = res
+    req.loss_value = res.loss.detach().float()
+    return res.loss

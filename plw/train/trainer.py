@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from transformers import Trainer
 
-from plw.train.forward import attach_plw_loss
+from plw.train.forward import PLWLossRequest, attach_plw_loss
 
 
 class PLWLossMixin:
@@ -92,28 +92,25 @@ class PLWLossMixin:
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         normalizer = self.plw_normalizer if num_items_in_batch is None else num_items_in_batch
-        out = model(
-            input_ids=inputs["input_ids"],
-            attention_mask=inputs.get("attention_mask"),
-            position_ids=inputs.get("position_ids"),
-            labels=inputs["labels"],
-            plw_weights=inputs["weights"],
-            plw_completion_mask=inputs.get("completion_mask"),
-            plw_normalizer=normalizer,
-            plw_label_smoothing=self.plw_label_smoothing if model.training else 0.0,
-            plw_track_masked_nll=self.plw_track_prompt_nll,
-            plw_backend=self.plw_backend,
-            plw_strategy=self.plw_strategy,
-        )
+        request = PLWLossRequest(
+            inputs["weights"], inputs.get("completion_mask"), normalizer,
+            label_smoothing=self.plw_label_smoothing if model.training else 0.0,
+            track_masked_nll=self.plw_track_prompt_nll, backend=self.plw_backend,
+            strategy=self.plw_strategy)
+        out = model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
+                    position_ids=inputs.get("position_ids"), labels=inputs["labels"], plw=request)
         loss = out["loss"]
         if model.training:
-            self._accumulate_nll(out)
+            # Logged values come from the request: a mixed-precision wrapper may have cast `out`.
+            self._accumulate_nll(request.stats())
             mask = inputs.get("attention_mask")
             self._tokens += mask.sum() if mask is not None else inputs["input_ids"].numel()
+            scale = 1
             if num_items_in_batch is not None:
                 # DP ranks average gradients; the normaliser already covers all ranks.
-                loss = loss * self.accelerator.num_processes
-            self._step_loss += loss.detach().to(self._step_loss)
+                scale = self.accelerator.num_processes
+                loss = loss * scale
+            self._step_loss += request.loss_value.to(self._step_loss) * scale
             if self.minkowski_coef:
                 loss = loss + self.minkowski_coef * self._penalty(model) / max(
                     1, getattr(self, "current_gradient_accumulation_steps", 1))
@@ -202,11 +199,10 @@ def completion_nll(model, dataset, collator, *, batch_size: int = 8, device=None
             n = int(weights[:, 1:].sum())
             if n == 0:
                 continue
-            out = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
-                        position_ids=batch.get("position_ids"), labels=batch["labels"],
-                        plw_weights=weights, plw_completion_mask=batch["completion_mask"],
-                        plw_normalizer=1.0, plw_backend=backend)
-            total += float(out["loss"])
+            request = PLWLossRequest(weights, batch["completion_mask"], 1.0, backend=backend)
+            model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                  position_ids=batch.get("position_ids"), labels=batch["labels"], plw=request)
+            total += float(request.loss_value)  # full precision, whatever the wrapper returns
             count += n
     finally:
         model.train(was_training)
