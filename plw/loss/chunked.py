@@ -43,6 +43,12 @@ def auto_chunk_size(n_rows: int, vocab: int, *, device: torch.device, dtype: tor
     return max(1, min(rows, n_rows))
 
 
+def stored_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Storage of a precomputed gradient until backward: fp16 ones stay fp32 until the upstream
+    gradient (a GradScaler's loss scale, say) has been applied, or they would underflow."""
+    return torch.float32 if dtype == torch.float16 else dtype
+
+
 def cast_head(weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype):
     """The head (and bias) in the matmul dtype, without a copy when it already is."""
     w = weight if weight.dtype == dtype else weight.to(dtype)
@@ -89,17 +95,31 @@ class PrecomputedGradFunction(torch.autograd.Function):
                 grad_enabled and bias is not None and ctx.needs_input_grad[2])
 
     @staticmethod
+    def save_grads(ctx, hidden, weight, bias, dh, dw, db) -> None:
+        """Keep (dh, dw, db) for backward; cast to the inputs' dtypes now unless fp16 (see stored_dtype)."""
+        targets = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
+        grads = []
+        for g, t in zip((dh, dw, db), targets):
+            if g is not None and g.dtype != stored_dtype(t):
+                g = g.to(t)
+            grads.append(g)
+        ctx.grads = tuple(grads)
+        ctx.grad_dtypes = targets
+
+    @staticmethod
     def backward(ctx, grad_loss, _grad_nll, _grad_track):
         if ctx.grads is None:
             raise RuntimeError("linear_cross_entropy computes its gradients in the forward pass and can "
                                "be backpropagated only once (retain_graph / double backward unsupported)")
-        dh, dw, db = ctx.grads
-        ctx.grads = None
-        # In place: the stored gradients are used once, so scaling them costs no extra memory.
-        for g in (dh, dw, db):
+        grads = []
+        for g, t in zip(ctx.grads, ctx.grad_dtypes):
             if g is not None:
-                g.mul_(grad_loss.to(g.dtype))
-        return dh, dw, db, None, None, None, None, None, None, None, None, None, None
+                # In place: the stored gradients are used once, so scaling costs no extra memory.
+                g = g.mul_(grad_loss.to(g.dtype))
+                g = g if g.dtype == t else g.to(t)
+            grads.append(g)
+        ctx.grads = None
+        return (*grads, None, None, None, None, None, None, None, None, None, None)
 
 
 class ChunkedLinearCrossEntropy(PrecomputedGradFunction):
@@ -118,7 +138,7 @@ class ChunkedLinearCrossEntropy(PrecomputedGradFunction):
         mm_dtype = mm_dtype or hidden.dtype
         w_mm, b_mm = cast_head(weight, bias, mm_dtype)
         compute_dtype = torch.promote_types(mm_dtype, torch.float32)
-        dh = torch.zeros(hidden.shape, dtype=hidden.dtype, device=hidden.device) if need_dh else None
+        dh = torch.zeros(hidden.shape, dtype=stored_dtype(hidden.dtype), device=hidden.device) if need_dh else None
         dh2 = dh.view(-1, d) if need_dh else None
         # Low-precision matmuls accumulate the head gradient in fp32 across chunks; for an fp32 master
         # weight that accumulator is the returned gradient itself.
@@ -167,10 +187,6 @@ class ChunkedLinearCrossEntropy(PrecomputedGradFunction):
                                                  False, buf)[1]
         del w_mm, b_mm
 
-        if dw is not None and dw.dtype != weight.dtype:
-            dw = dw.to(weight.dtype)
-        if db is not None and db.dtype != bias.dtype:
-            db = db.to(bias.dtype)
-        ctx.grads = (dh, dw, db)
+        PrecomputedGradFunction.save_grads(ctx, hidden, weight, bias, dh, dw, db)
         ctx.mark_non_differentiable(nll_out, track_out)
         return loss.to(compute_dtype), nll_out, track_out

@@ -35,6 +35,8 @@ def linear_cross_entropy(hidden: torch.Tensor, lm_head_weight: torch.Tensor, lab
     master weights under bf16/fp16 autocast) passes the autocast dtype: the matmuls then run in bf16
     like autocast's, while softmax, loss and gradient accumulation stay fp32 and the gradients come
     back in the inputs' dtypes (fp32 head gradient accumulated directly, never rounded to bf16).
+    fp16 (inputs or matmul_dtype) is computed in fp32 by the plain-PyTorch engine, and fp16 gradients
+    are kept in fp32 until backward has applied the upstream gradient (e.g. a GradScaler's scale).
     """
     _check_options(label_smoothing, softcap)
     if backend not in BACKENDS:
@@ -55,6 +57,10 @@ def linear_cross_entropy(hidden: torch.Tensor, lm_head_weight: torch.Tensor, lab
                                      or not matmul_dtype.is_floating_point):
         raise ValueError(f"matmul_dtype must be a floating-point torch.dtype, got {matmul_dtype!r}")
     mm_dtype = matmul_dtype or hidden.dtype
+    if mm_dtype == torch.float16 and backend in ("auto", "torch"):
+        # The logit gradient is formed in the forward, before any loss scale reaches it: in fp16 its
+        # small entries (c_i·p_v with c_i = w_i / Z) would underflow. fp16 runs are computed in fp32.
+        mm_dtype = torch.float32
     V = lm_head_weight.shape[0]
     if bias is not None and bias.shape != (V,):
         raise ValueError(f"bias must be [{V}], got {tuple(bias.shape)}")

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-from .chunked import CPU_CHUNK_BYTES, CUDA_CHUNK_BYTES, PrecomputedGradFunction, _chunk_loss, cast_head
+from .chunked import CPU_CHUNK_BYTES, CUDA_CHUNK_BYTES, PrecomputedGradFunction, _chunk_loss, cast_head, stored_dtype
 
 # fp32 working set of one row tile in pass 2 (the block is converted to fp32 a tile at a time).
 TILE_BYTES = 8 << 20
@@ -91,22 +91,20 @@ class VocabBlockLinearCrossEntropy(PrecomputedGradFunction):
         if want_grad and n > 0:
             dh32, dw, db = _vocab_pass(h2, w_mm, b_mm, rows, y, coef, lse, eps, softcap,
                                        vocab_block_size(chunk, n, V), need_dh, need_dw, need_db,
-                                       weight.dtype)
+                                       stored_dtype(weight.dtype))
             if need_dh:
-                dh = torch.zeros(hidden.shape, dtype=hidden.dtype, device=dev)
+                dh = torch.zeros(hidden.shape, dtype=stored_dtype(hidden.dtype), device=dev)
                 dh2 = dh.view(-1, d)
                 step = max(1, TILE_BYTES // (4 * d))
                 for s in range(0, n, step):  # cast tile by tile: no second [N, d] transient
-                    dh2.index_copy_(0, rows[s:s + step], dh32[s:s + step].to(hidden.dtype))
+                    dh2.index_copy_(0, rows[s:s + step], dh32[s:s + step].to(dh.dtype))
                 del dh32
         elif want_grad:  # nothing kept: every gradient is zero
-            dh = torch.zeros_like(hidden) if need_dh else None
-            dw = torch.zeros_like(weight) if need_dw else None
-            db = torch.zeros_like(bias) if need_db else None
+            dh = torch.zeros_like(hidden, dtype=stored_dtype(hidden.dtype)) if need_dh else None
+            dw = torch.zeros_like(weight, dtype=stored_dtype(weight.dtype)) if need_dw else None
+            db = torch.zeros_like(bias, dtype=stored_dtype(bias.dtype)) if need_db else None
         del w_mm, b_mm
-        if db is not None and db.dtype != bias.dtype:
-            db = db.to(bias.dtype)
-        ctx.grads = (dh, dw, db)
+        PrecomputedGradFunction.save_grads(ctx, hidden, weight, bias, dh, dw, db)
         ctx.mark_non_differentiable(nll_out, track_out)
         return loss.to(compute_dtype), nll_out, track_out
 

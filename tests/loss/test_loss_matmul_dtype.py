@@ -87,3 +87,25 @@ def test_matmul_dtype_must_be_a_float_dtype(lt):
     for bad in (torch.int64, "bfloat16"):
         with pytest.raises(ValueError, match="matmul_dtype"):
             linear_cross_entropy(hidden, weight, labels, weights, matmul_dtype=bad)
+
+
+@pytest.mark.parametrize("strategy", ["token_chunks", "vocab_blocks"])
+@pytest.mark.parametrize("mixed", [False, True])
+def test_fp16_survives_a_large_normaliser_and_a_loss_scale(lt, strategy, mixed):
+    """fp16 (pure, or fp32 weights under fp16 autocast): gradients formed in the forward would
+    underflow (entries ~ p / Z) and a GradScaler's 65536 overflows fp16 if applied in fp16."""
+    hidden, weight, labels, weights, comp = lt.batch(B=4, T=33, d=32, V=257, plw=0.1, seed=25)
+    z, scale = 1e6, 65536.0
+    h, w = hidden.half(), weight.half()
+    if mixed:
+        h, w = h.float(), w.float()
+    h, w = h.clone().requires_grad_(), w.clone().requires_grad_()
+    loss = linear_cross_entropy(h, w, labels, weights, normalizer=z, chunk_size=16, strategy=strategy,
+                                matmul_dtype=torch.float16 if mixed else None).loss
+    (loss * scale).backward()
+    hr, wr = (t.half().double().requires_grad_() for t in (hidden, weight))
+    (lt.ref(hr @ wr.t(), labels, weights, normalizer=z)[0] * scale).backward()
+    assert h.grad.dtype == w.grad.dtype == (torch.float32 if mixed else torch.float16)
+    for got, want in [(h.grad, hr.grad), (w.grad, wr.grad)]:
+        assert bool(torch.isfinite(got).all())
+        assert lt.rel(got, want) <= 1e-2, lt.rel(got, want)
