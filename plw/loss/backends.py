@@ -7,6 +7,8 @@ Both import lazily so that plw works without them.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 _HINT = "install the GPU extras: pip install 'plw[gpu]'"
@@ -49,9 +51,15 @@ def external_per_token_loss(backend: str, hidden: torch.Tensor, weight: torch.Te
     if backend == "cce":
         if bias is not None or label_smoothing:
             raise ValueError("backend='cce' supports neither bias nor label_smoothing; use backend='torch'")
+        if h.dtype not in (torch.bfloat16, torch.float16):  # CCE's backward asserts it, after the forward
+            raise ValueError(f"backend='cce' needs bf16/fp16 hidden states, got {h.dtype}; use backend='torch' "
+                             "or train in bf16 (dtype: auto on a bf16 GPU)")
         # filter_eps=None: no gradient filtering, so the result is exact up to the kernel's precision.
         per = fn(h, weight, y, softcap=softcap, reduction="none", filter_eps=None, impl="cce")
     else:
-        per = fn(label_smoothing=label_smoothing, reduction="none", softcap=softcap)(weight, h, y, bias)
+        kwargs = dict(label_smoothing=label_smoothing, reduction="none", softcap=softcap)
+        if "accum_dtype" in inspect.signature(fn).parameters:  # newer Liger: fp32 head-gradient sums
+            kwargs["accum_dtype"] = torch.float32
+        per = fn(**kwargs)(weight, h, y, bias)
         per = per[0] if isinstance(per, tuple) else getattr(per, "loss", per)
     return per, per.detach().float()
