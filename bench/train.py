@@ -13,7 +13,8 @@ every example is exactly `seq` tokens, so padding plays no part):
   plw_1                PLWTrainer at PLW 1 (every row computed, as at PLW 0.1: the equal-work baseline)
 Data are short-completion like the paper's AlpacaDataShort: 448 prompt + 64 completion tokens.
 
-Throughput = trained tokens per second over the timed optimizer steps (median step time; the first
+Throughput = trained tokens per second over the timed optimizer steps (median step time, each from
+the previous step's end to its own, so batch fetching and the normaliser count; the first
 `--warmup` steps are not timed), in wall-clock and in process CPU time: torch runs one thread
 (`BENCH_THREADS`), so on a shared CPU the CPU-time figures are the stable measure of work. Peak memory: on CPU the peak resident set (VmHWM) during the timed
 steps, with glibc's mmap threshold fixed so large freed tensors return to the OS, reported both
@@ -101,27 +102,29 @@ def worker(row: str, shape_name: str, steps: int, warmup: int) -> dict:
     mem: dict = {}
 
     class Timer(TrainerCallback):
-        def on_step_begin(self, args, state, control, **kw):
-            if state.global_step == warmup:
+        """Step time = from one optimizer step's end to the next's, so that everything the trainer
+        does per step (fetching the micro-batches, plw's normaliser, the step itself) is timed."""
+
+        def _now(self):
+            if gpu:
+                torch.cuda.synchronize()
+            return time.perf_counter(), time.process_time()
+
+        def on_step_end(self, args, state, control, **kw):
+            t, c = self._now()
+            if state.global_step > warmup:
+                times.append(t - self.t)
+                cpu_times.append(c - self.c)
+            elif state.global_step == warmup:  # warm-up done: start the memory window here
                 if gpu:
-                    torch.cuda.synchronize()
                     torch.cuda.reset_peak_memory_stats()
                     mem["base"] = torch.cuda.memory_allocated()
                 else:
                     with open("/proc/self/clear_refs", "w") as fh:
                         fh.write("5")
                     mem["base"] = _rss_kb("VmRSS") * 1024
-            if gpu:
-                torch.cuda.synchronize()
-            self.t = time.perf_counter()
-            self.c = time.process_time()
-
-        def on_step_end(self, args, state, control, **kw):
-            if gpu:
-                torch.cuda.synchronize()
-            if state.global_step > warmup:
-                times.append(time.perf_counter() - self.t)
-                cpu_times.append(time.process_time() - self.c)
+                t, c = self._now()
+            self.t, self.c = t, c
 
     common = dict(output_dir=f"/tmp/plw-bench-{row}", per_device_train_batch_size=shape["batch"],
                   gradient_accumulation_steps=1, learning_rate=1e-5, max_steps=total, report_to="none",
@@ -181,6 +184,8 @@ def main(argv=None) -> None:
     ap.add_argument("--worker")
     ap.add_argument("--shape")
     args = ap.parse_args(argv)
+    if args.warmup < 1:
+        ap.error("--warmup must be >= 1 (a step time is measured from the previous step's end)")
     if args.worker:
         print(json.dumps(worker(args.worker, args.shape, args.steps, args.warmup)))
         return
