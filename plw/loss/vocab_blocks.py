@@ -125,7 +125,10 @@ def _vocab_pass(h2, weight, bias, rows, y, coef, lse, eps, softcap, vb, need_dh,
     dh32 = torch.zeros(n, d, dtype=compute_dtype, device=dev) if need_dh else None
     db = torch.zeros(V, dtype=compute_dtype, device=dev) if need_db else None
     blk_store = torch.empty(n * vb, dtype=dt, device=dev)
-    tile = max(1, TILE_BYTES // (4 * vb * (2 if softcap is not None else 1)))
+    # Row tiles keep the fp32 work cache-sized on CPU; on a GPU each tile costs ~10 kernel launches,
+    # so there the tile is the whole block (its fp32 copy fits the chunk budget pass 1 just freed).
+    tile_bytes = CUDA_CHUNK_BYTES if dev.type == "cuda" else TILE_BYTES
+    tile = max(1, tile_bytes // (4 * vb * (2 if softcap is not None else 1)))
     lse2 = lse[:, None]
     c_onehot = (-(1 - eps) * coef)
     c_smooth = (coef * (eps / V))[:, None] if eps else None
@@ -137,8 +140,6 @@ def _vocab_pass(h2, weight, bias, rows, y, coef, lse, eps, softcap, vb, need_dh,
             torch.mm(H, w_b.t(), out=blk)
         else:
             torch.addmm(bias[v0:v1], H, w_b.t(), out=blk)
-        # targets inside this block
-        hit = ((y >= v0) & (y < v1)).nonzero().squeeze(1)
         for s in range(0, n, tile):
             e = min(n, s + tile)
             z = blk[s:e].to(compute_dtype) if low else blk[s:e]  # fp32 copy of the tile, or in place
@@ -150,9 +151,12 @@ def _vocab_pass(h2, weight, bias, rows, y, coef, lse, eps, softcap, vb, need_dh,
             z.sub_(lse2[s:e]).exp_().mul_(coef[s:e, None])
             if c_smooth is not None:
                 z.sub_(c_smooth[s:e])
-            h = hit[(hit >= s) & (hit < e)]
-            if h.numel():
-                z.index_put_((h - s, y[h] - v0), c_onehot[h], accumulate=True)
+            # The one-hot term for targets inside this block, without a host sync: rows whose target
+            # lies elsewhere add 0 to a clamped column.
+            yt = y[s:e]
+            inside = (yt >= v0) & (yt < v1)
+            col = (yt - v0).clamp_(0, v1 - v0 - 1)
+            z.scatter_add_(1, col[:, None], torch.where(inside, c_onehot[s:e], 0.0)[:, None].to(z.dtype))
             if cap is not None:
                 z.mul_(cap)
             del cap
@@ -167,8 +171,8 @@ def _vocab_pass(h2, weight, bias, rows, y, coef, lse, eps, softcap, vb, need_dh,
             else:  # fp32 master weight: the block's low-precision product, stored once in fp32
                 dw[v0:v1].copy_(torch.mm(blk.t(), H))
         if dh32 is not None:
-            if low:  # no mixed-dtype addmm_ on CPU: tile the low-precision product
-                step = max(1, TILE_BYTES // (4 * d))
+            if low:  # no mixed-dtype addmm_: tile the low-precision product (one piece on a GPU)
+                step = n if dev.type == "cuda" else max(1, TILE_BYTES // (4 * d))
                 for s in range(0, n, step):
                     dh32[s:s + step].add_(torch.mm(blk[s:s + step], w_b))
             else:

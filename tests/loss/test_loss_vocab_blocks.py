@@ -182,3 +182,20 @@ def test_strategy_validation(lt):
     a = linear_cross_entropy(hidden, weight, labels, weights)
     b = linear_cross_entropy(hidden, weight, labels, weights, strategy="token_chunks")
     assert float(a.loss) == float(b.loss)
+
+
+@pytest.mark.parametrize("tile_bytes", [4 * 8 * 3, 1 << 40])  # 3-row tiles; one tile (as on a GPU)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_vocab_blocks_row_tiles(lt, monkeypatch, tile_bytes, dtype):
+    """Pass 2's row tiling (and its sync-free one-hot term) does not change the result."""
+    import plw.loss.vocab_blocks as vb_mod
+
+    hidden, weight, labels, weights, comp = lt.batch(B=2, T=30, d=12, V=97, plw=0.1, seed=26)
+    h, w = hidden.to(dtype), weight.to(dtype)
+    kw = dict(completion_mask=comp, label_smoothing=0.1, chunk_size=7, **VB)
+    want = _grads(lambda h, w, b: linear_cross_entropy(h, w, labels, weights, **kw).loss, h, w)
+    monkeypatch.setattr(vb_mod, "TILE_BYTES", tile_bytes)
+    got = _grads(lambda h, w, b: linear_cross_entropy(h, w, labels, weights, **kw).loss, h, w)
+    _check(lt, got, want, 1e-12 if dtype == torch.float64 else 1e-2)
+    ref = _ref_grads(lt, h, w, labels, weights, completion_mask=comp, label_smoothing=0.1)
+    _check(lt, got, ref, 1e-12 if dtype == torch.float64 else 1e-2)
