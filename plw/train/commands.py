@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -46,6 +47,8 @@ def train_command(
     from plw.train.run import train
 
     result = train(cfg, progress=progress, data_report=True)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # under accelerate launch / torchrun every process runs this; the main one reports
     m = result.metrics
     parts = [f"train_loss {m.get('train_loss', float('nan')):.4f}"]
     if "val_completion_nll" in m:

@@ -128,8 +128,14 @@ def _tokenize(records, tokenizer, config: TrainConfig):
     return rows, report
 
 
-def _save_dir_atomic(trainer, out: Path) -> None:
-    """Save weights (or adapter) + tokenizer into a temp dir, then move the files into `out`."""
+def _save_dir_atomic(trainer, out: Path, state: dict | None = None) -> None:
+    """Save weights (or adapter) + tokenizer into a temp dir, then move the files into `out`.
+
+    `state`: the full state dict `accelerator.get_state_dict` gathered (main process) for the
+    diagnostics. Under FSDP it is what gets saved, whatever `fsdp_state_dict_type` says (that
+    setting governs the `checkpoint-*` format): `Trainer.save_model` would gather it a second time,
+    and with SHARDED_STATE_DICT it would write no model at all.
+    """
     tmp = out / ".final.tmp"
     if trainer.accelerator.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
@@ -137,7 +143,11 @@ def _save_dir_atomic(trainer, out: Path) -> None:
 
     hf_logging.disable_progress_bar()  # no "Writing model shards" bar in the middle of ours
     try:
-        trainer.save_model(str(tmp))  # handles FSDP / DeepSpeed state-dict gathering; main process writes
+        if getattr(trainer, "is_fsdp_enabled", False) and state is not None:
+            model = trainer.accelerator.unwrap_model(trainer.model)
+            trainer._save(str(tmp), state_dict=drop_tied_copies(state, model))  # main process writes
+        else:
+            trainer.save_model(str(tmp))  # handles DeepSpeed state-dict gathering; main process writes
     finally:
         hf_logging.enable_progress_bar()
     if trainer.accelerator.is_main_process:
@@ -147,6 +157,21 @@ def _save_dir_atomic(trainer, out: Path) -> None:
                 shutil.rmtree(target)
             os.replace(f, target)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def drop_tied_copies(state: dict, model) -> dict:
+    """`state` without the tied copies (e.g. `lm_head.weight` of a model that ties it to the input
+    embeddings), as a one-process save writes it.
+
+    `save_pretrained` recognises tied weights by shared storage; a state dict gathered from shards
+    (FSDP) holds separate, equal copies, which it would keep (a second vocab × hidden matrix).
+    """
+    import torch
+
+    tied = getattr(model, "all_tied_weights_keys", None) or {}
+    drop = {k for k, source in tied.items() if k in state and source in state
+            and torch.equal(state[k], state[source])}
+    return {k: v for k, v in state.items() if k not in drop} if drop else state
 
 
 def train(config: TrainConfig | dict, *, progress: bool = True,
@@ -209,7 +234,11 @@ def train(config: TrainConfig | dict, *, progress: bool = True,
                 lora_dropout=config.lora.dropout, target_modules=config.lora.target_modules))
         except ValueError as err:  # e.g. target_modules that match no layer
             raise PLWError(_first_line(err), field="lora.target_modules") from None
-    initial = snapshot(model)  # trainable tensors only: the reference for distance and penalty
+    # Trainable tensors only: the reference for the distances (computed by the main process) and
+    # the Minkowski penalty (every process). An fp32 CPU copy per process would be the model's size
+    # again in host memory on every rank: other ranks keep one only when the penalty needs it.
+    needs_initial = _is_main() or bool(config.regularisers.minkowski_coef)
+    initial = snapshot(model) if needs_initial else {}
 
     world = _world_size()
     per_step = config.per_device_batch_size * world
@@ -243,6 +272,7 @@ def train(config: TrainConfig | dict, *, progress: bool = True,
         minkowski_coef=config.regularisers.minkowski_coef, minkowski_p=config.regularisers.minkowski_p,
         initial_params=initial,
     )
+    check_sharding(trainer, config)
     from transformers.trainer_callback import ProgressCallback, PrinterCallback
 
     trainer.remove_callback(PrinterCallback)
@@ -278,7 +308,10 @@ def train(config: TrainConfig | dict, *, progress: bool = True,
         done = [r["eval_completion_nll"] for r in trainer.state.log_history
                 if "eval_completion_nll" in r and r.get("step") == trainer.state.global_step]
         metrics["val_completion_nll"] = done[-1] if done else trainer.evaluate()["eval_completion_nll"]
-    state = trainer.accelerator.get_state_dict(trainer.model)
+    # The wrapped model: under DeepSpeed that is the engine, which gathers ZeRO-3 partitions
+    # (`trainer.model` is the bare module there); accelerate unwraps DDP itself.
+    state = trainer.accelerator.get_state_dict(trainer.model_wrapped if trainer.model_wrapped is not None
+                                               else trainer.model)
     if state is not None and trainer.accelerator.is_main_process:
         current = _match_names(state, initial)
         metrics.update(weight_distances(initial, current, p=config.distance_p))
@@ -288,7 +321,7 @@ def train(config: TrainConfig | dict, *, progress: bool = True,
     metrics["wall_time_s"] = time.perf_counter() - t0
     metrics["resumed_from"] = last_ckpt
     metrics["data"] = {k: r.to_dict() for k, r in reports.items() if r is not None}
-    _save_dir_atomic(trainer, out)
+    _save_dir_atomic(trainer, out, state)
     if trainer.accelerator.is_main_process:
         # Strict JSON: undefined values (e.g. loss_rsd of a run shorter than one window) as null.
         write_json_atomic(out / "metrics.json", json_safe(metrics))
@@ -323,6 +356,29 @@ def check_single_process_gpus(n_gpu: int, world_size: int = 1) -> None:
         raise PLWError(f"{n_gpu} GPUs visible to one process (the Trainer would use nn.DataParallel, "
                        "which plw does not support): launch with `accelerate launch -m plw.cli train …` "
                        "or `torchrun`, or pick one GPU with CUDA_VISIBLE_DEVICES=0", field="devices")
+
+
+def check_sharding(trainer, config: TrainConfig) -> None:
+    """Refuse what a sharded launch cannot do, before anything is written.
+
+    - An accelerate FSDP config where accelerate did not turn FSDP on: accelerate 1.x promotes only
+      GPU-type states (MULTI_GPU, MULTI_XPU, …) to FSDP, so on CPU (MULTI_CPU, gloo) an FSDP config
+      silently trains with DDP.
+    - The Minkowski penalty under FSDP / ZeRO-3: it reads whole parameters outside the forward,
+      where they are shards.
+    """
+    fsdp = bool(getattr(trainer, "is_fsdp_enabled", False) or getattr(trainer, "is_fsdp_xla_enabled", False))
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and not fsdp:
+        kind = str(trainer.accelerator.distributed_type).split(".")[-1]
+        raise PLWError(f"FSDP asked for, but accelerate turns it on for GPUs only and would run {kind} "
+                       "(no sharding) here; on CPU use examples/accelerate/ddp_cpu.yaml",
+                       field="accelerate config")
+    plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
+    zero3 = bool(getattr(trainer, "is_deepspeed_enabled", False)) and getattr(plugin, "zero_stage", 0) == 3
+    if config.regularisers.minkowski_coef and (fsdp or zero3):
+        raise PLWError(f"the Minkowski penalty needs whole parameters in every process, which "
+                       f"{'FSDP' if fsdp else 'ZeRO-3'} shards: use one process, DDP or ZeRO <= 2",
+                       field="regularisers.minkowski_coef")
 
 
 def _first_line(err: BaseException) -> str:
