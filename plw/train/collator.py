@@ -6,8 +6,8 @@ the batch; the loss shifts them.
 
 Packing concatenates a micro-batch into one row with `position_ids` restarting at 0 for each
 example and no `attention_mask`: transformers then builds a block-diagonal causal mask from the
-position ids (flash-attention uses them as sequence boundaries), so no token attends across an
-example. The first token of every example gets label -100 and weight 0, so the last token of one
+position ids (dense for SDPA; flash-attention's varlen kernels, `attn_implementation:
+flash_attention_2`, take the boundaries from the position ids), so no token attends across an example. The first token of every example gets label -100 and weight 0, so the last token of one
 example never predicts the next example: the loss equals the padded batch's, token for token.
 """
 

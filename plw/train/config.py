@@ -8,7 +8,7 @@ random-init Llama on the built-in synthetic data, with settings a tiny model nee
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Optional, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -118,6 +118,9 @@ class TrainConfig(_Strict):
     max_grad_norm: float = Field(1.0, ge=0)
     optim: str = "adamw_torch"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    # e.g. "flash_attention_2" (or a kernels-hub name): with packing, SDPA gets a dense block-diagonal
+    # mask and attends over the whole pack; flash-attention's varlen kernels use the position ids.
+    attn_implementation: Optional[str] = None
     gradient_checkpointing: bool = False
     seed: int = 42
 

@@ -104,17 +104,25 @@ def _load_model(config: TrainConfig, tokenizer):
     if config.model == "builtin:tiny":
         from plw.train.tiny import tiny_llama
 
-        return tiny_llama(tokenizer, seed=config.seed, hidden_size=config.tiny.hidden_size,
-                          num_layers=config.tiny.num_layers, num_heads=config.tiny.num_heads,
-                          max_position_embeddings=max(1024, config.max_length))
+        model = tiny_llama(tokenizer, seed=config.seed, hidden_size=config.tiny.hidden_size,
+                           num_layers=config.tiny.num_layers, num_heads=config.tiny.num_heads,
+                           max_position_embeddings=max(1024, config.max_length))
+        if config.attn_implementation:
+            try:
+                model.set_attn_implementation(config.attn_implementation)
+            except (ValueError, ImportError) as err:
+                raise PLWError(_first_line(err), field="attn_implementation") from None
+        return model
     from transformers import AutoModelForCausalLM
 
     dtype = {"auto": torch.float32, "float32": torch.float32, "bfloat16": torch.bfloat16,
              "float16": torch.float16}[config.dtype]
+    extra = {"attn_implementation": config.attn_implementation} if config.attn_implementation else {}
     try:
-        model = AutoModelForCausalLM.from_pretrained(config.model, dtype=dtype)
-    except (OSError, ValueError) as err:
-        raise PLWError(f"cannot load model: {str(err).splitlines()[0]}", field="model")
+        model = AutoModelForCausalLM.from_pretrained(config.model, dtype=dtype, **extra)
+    except (OSError, ValueError, ImportError) as err:
+        field = "attn_implementation" if extra and "attn" in str(err).lower() else "model"
+        raise PLWError(f"cannot load model: {str(err).splitlines()[0]}", field=field)
     if model.config.pad_token_id is None and tokenizer.pad_token_id is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model
@@ -219,6 +227,33 @@ def train(config: TrainConfig | dict, *, progress: bool = True,
         raise PLWError("no training examples left after tokenisation (" + train_report.summary() + ")",
                        file=config.data, field="data")
 
+    # TrainingArguments first: it sets up the distributed state, so that loading can use DeepSpeed
+    # ZeRO-3's partitioned init and FSDP's rank-0-only (cpu_ram_efficient) loading.
+    world = _world_size()
+    per_step = config.per_device_batch_size * world
+    if config.global_batch_size % per_step:
+        raise PLWError(f"global_batch_size {config.global_batch_size} is not a multiple of "
+                       f"per_device_batch_size × processes = {per_step}", field="global_batch_size")
+    grad_accum = config.global_batch_size // per_step
+    cuda = torch.cuda.is_available()
+    bf16 = cuda and config.dtype == "auto" and torch.cuda.is_bf16_supported()
+    # A GPU without bf16 (T4, V100): fp32 weights under fp16 autocast with loss scaling. plw's loss
+    # computes fp16 in fp32 and keeps its gradients fp32 until the scale is applied (docs/loss.md).
+    fp16 = cuda and config.dtype == "auto" and not bf16
+    check_dtype(config)
+    has_val = bool(val_rows)
+    if config.loss_backend in ("cce", "liger") and not cuda:
+        raise PLWError(f"{config.loss_backend!r} runs on CUDA only; use 'auto' or 'torch' here",
+                       field="loss_backend")
+    if config.loss_strategy != "auto" and config.loss_backend not in ("auto", "torch"):
+        raise PLWError(f"loss_strategy {config.loss_strategy!r} is for plw's own engine "
+                       f"(loss_backend auto or torch), not {config.loss_backend!r}", field="loss_strategy")
+
+    try:
+        args = TrainingArguments(**_training_kwargs(config, out, grad_accum, bf16, fp16, has_val, cuda, world))
+    except ValueError as err:  # a setting TrainingArguments refuses: one line, nothing written
+        raise PLWError(_first_line(err), field="TrainingArguments") from None
+    check_single_process_gpus(args.n_gpu, world)
     set_seed(config.seed)
     model = _load_model(config, tokenizer)
     set_dropout(model, attention=config.regularisers.attention_dropout,
@@ -240,27 +275,6 @@ def train(config: TrainConfig | dict, *, progress: bool = True,
     needs_initial = _is_main() or bool(config.regularisers.minkowski_coef)
     initial = snapshot(model) if needs_initial else {}
 
-    world = _world_size()
-    per_step = config.per_device_batch_size * world
-    if config.global_batch_size % per_step:
-        raise PLWError(f"global_batch_size {config.global_batch_size} is not a multiple of "
-                       f"per_device_batch_size × processes = {per_step}", field="global_batch_size")
-    grad_accum = config.global_batch_size // per_step
-    cuda = torch.cuda.is_available()
-    bf16 = cuda and config.dtype == "auto" and torch.cuda.is_bf16_supported()
-    has_val = bool(val_rows)
-    if config.loss_backend in ("cce", "liger") and not cuda:
-        raise PLWError(f"{config.loss_backend!r} runs on CUDA only; use 'auto' or 'torch' here",
-                       field="loss_backend")
-    if config.loss_strategy != "auto" and config.loss_backend not in ("auto", "torch"):
-        raise PLWError(f"loss_strategy {config.loss_strategy!r} is for plw's own engine "
-                       f"(loss_backend auto or torch), not {config.loss_backend!r}", field="loss_strategy")
-
-    try:
-        args = TrainingArguments(**_training_kwargs(config, out, grad_accum, bf16, has_val, cuda, world))
-    except ValueError as err:  # a setting TrainingArguments refuses: one line, nothing written
-        raise PLWError(_first_line(err), field="TrainingArguments") from None
-    check_single_process_gpus(args.n_gpu, world)
     collator = PLWCollator(tokenizer.pad_token_id, packing=config.packing)
     trainer = PLWTrainer(
         model=model, args=args, train_dataset=_ListDataset(train_rows),
@@ -386,8 +400,8 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
-def _training_kwargs(config: TrainConfig, out: Path, grad_accum: int, bf16: bool, has_val: bool,
-                     cuda: bool, world: int) -> dict:
+def _training_kwargs(config: TrainConfig, out: Path, grad_accum: int, bf16: bool, fp16: bool,
+                     has_val: bool, cuda: bool, world: int) -> dict:
     from transformers import TrainingArguments
 
     return _compatible_args(TrainingArguments, dict(
@@ -406,6 +420,7 @@ def _training_kwargs(config: TrainConfig, out: Path, grad_accum: int, bf16: bool
         seed=config.seed,
         data_seed=config.seed,
         bf16=bf16,
+        fp16=fp16,
         logging_steps=config.logging_steps,
         eval_strategy="steps" if (has_val and config.eval_steps) else "no",
         eval_steps=config.eval_steps,
@@ -421,6 +436,27 @@ def _training_kwargs(config: TrainConfig, out: Path, grad_accum: int, bf16: bool
         ddp_find_unused_parameters=False,
         ddp_backend="gloo" if (world > 1 and not cuda) else None,
     ))
+
+def check_dtype(config: TrainConfig) -> None:
+    """Refuse precision settings that would not train as asked; warn about pure bf16 weights."""
+    import os
+
+    full = not config.lora.enabled and config.model != "builtin:tiny"
+    if config.dtype == "float16" and full:
+        raise PLWError("dtype float16 trains fp16 weights with neither fp32 master copies nor loss "
+                       "scaling; use dtype auto (fp32 weights, fp16 autocast with loss scaling on GPUs "
+                       "without bf16) or LoRA", field="dtype")
+    mixed = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    if config.dtype in ("float32", "bfloat16", "float16") and mixed in ("bf16", "fp16"):
+        raise PLWError(f"dtype {config.dtype} asks for no autocast, but the accelerate config sets "
+                       f"mixed_precision: {mixed}; use dtype auto, or mixed_precision: no", field="dtype")
+    if config.dtype == "bfloat16" and full and _is_main():
+        import sys
+
+        print("warning: dtype bfloat16 trains bf16 weights without fp32 master copies: AdamW updates "
+              "smaller than bf16's resolution are lost (at lr 2e-5 most weights never change); "
+              "dtype auto keeps fp32 weights under bf16 autocast", file=sys.stderr)
+
 
 def _compatible_args(cls, kwargs: dict) -> dict:
     """Map our TrainingArguments onto the installed transformers 5.x (names moved within 5.x)."""
