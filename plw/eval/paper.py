@@ -1,8 +1,9 @@
 """The paper's lm-eval suite (Table 2), as task specs for lm-evaluation-harness.
 
 ARC-Challenge 25-shot, PIQA 0-shot and WinoGrande 5-shot are lm-eval's registry tasks.
-TruthfulQA-MC2 and -gen are plw's own configs over the same hub data (lm-eval's versions
-import `rouge_score` at load time; plw scores gen by BLEU only). The six WMT directions are
+TruthfulQA-MC2 and -gen are plw's own configs over the same hub data (plw's prompt and stop
+strings); gen reports lm-eval's metrics, BLEU and ROUGE-1/2/L max/diff/acc computed as
+lm-eval's `process_results_gen` does, with `bleu_acc` the headline. The six WMT directions are
 zero-shot with the paper's instruction "Translate the following from <src_lang> to
 <tgt_lang>" and are scored over validation + test together, as in the paper (§4, App. E).
 

@@ -81,7 +81,7 @@ def test_truthfulqa_gen_scores_the_model_greedy_answer(eval_model, eval_tokenize
     rows = evaluate(eval_model, eval_tokenizer, ["truthfulqa_gen"], limit=2, data_dir=bench,
                     all_metrics=True)
     scores = {r["metric"]: r["score"] for r in rows}
-    assert set(scores) == {"bleu_max", "bleu_acc", "bleu_diff"}
+    assert set(scores) == set(local_tasks.TRUTHFULQA_GEN_METRICS)  # BLEU and ROUGE-1/2/L
     assert {r["group"] for r in rows} == {"gen"}
     # Re-score plw's own greedy generation of the same prompts (cut at the stop strings).
     docs = local_tasks.truthfulqa_gen_docs(local_tasks.read_truthfulqa(bench))[:2]
@@ -92,7 +92,7 @@ def test_truthfulqa_gen_scores_the_model_greedy_answer(eval_model, eval_tokenize
         for stop in ("\n\n", "\nQ:"):
             text = text.split(stop)[0]
         outs.append(text)
-    ref = [local_tasks.truthfulqa_bleu(o, d["correct_answers"], d["incorrect_answers"])
+    ref = [local_tasks.truthfulqa_gen_scores(o, d["correct_answers"], d["incorrect_answers"])
            for o, d in zip(outs, docs)]
     for metric in scores:
         assert scores[metric] == pytest.approx(np.mean([r[metric] for r in ref]), abs=1e-9)
