@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Iterable, Mapping
 
@@ -44,10 +45,31 @@ def tensor_group(name: str) -> str:
     return "other"
 
 
-def snapshot(model, *, trainable_only: bool = True) -> dict:
-    """fp32 CPU copies of the (trainable) parameters, by name: the reference for distances."""
-    return {name: p.detach().float().cpu().clone() for name, p in model.named_parameters()
-            if p.requires_grad or not trainable_only}
+def snapshot(model, *, trainable_only: bool = True, keep: bool = True) -> dict:
+    """fp32 CPU copies of the (trainable) parameters, by name: the reference for distances.
+
+    Under DeepSpeed ZeRO-3 a model loaded inside `zero.Init` holds empty placeholders (shape [0],
+    the data in `ds_tensor` shards): copying those gave an empty snapshot that no final weight
+    matched. Such parameters are gathered here one at a time (peak memory: one whole tensor). The
+    gather is a collective, so under ZeRO-3 every process must call this; `keep=False` takes part
+    in the gathers without keeping the copies (and returns {}).
+    """
+    params = [(name, p) for name, p in model.named_parameters() if p.requires_grad or not trainable_only]
+    out = {}
+    for name, p in params:
+        with _gathered(p):
+            if keep:
+                out[name] = p.detach().float().cpu().clone()
+    return out
+
+
+def _gathered(p):
+    """Context in which `p` is whole: DeepSpeed ZeRO-3 gathers a partitioned parameter (`ds_id`)."""
+    if not hasattr(p, "ds_id"):
+        return contextlib.nullcontext()
+    import deepspeed  # only here: a partitioned parameter means DeepSpeed is installed and running
+
+    return deepspeed.zero.GatheredParameters([p], modifier_rank=None)
 
 
 def weight_distances(initial: Mapping[str, "object"], current: Mapping[str, "object"], *,

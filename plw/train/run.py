@@ -272,8 +272,10 @@ def train(config: TrainConfig | dict, *, progress: bool = True,
     # Trainable tensors only: the reference for the distances (computed by the main process) and
     # the Minkowski penalty (every process). An fp32 CPU copy per process would be the model's size
     # again in host memory on every rank: other ranks keep one only when the penalty needs it.
+    # Every process calls snapshot: under ZeRO-3 (zero.Init) gathering a partitioned parameter is
+    # a collective all ranks take part in; keep=False then drops the gathered copy.
     needs_initial = _is_main() or bool(config.regularisers.minkowski_coef)
-    initial = snapshot(model) if needs_initial else {}
+    initial = snapshot(model, keep=needs_initial)
 
     collator = PLWCollator(tokenizer.pad_token_id, packing=config.packing)
     trainer = PLWTrainer(
