@@ -213,6 +213,7 @@ def train(config: TrainConfig | dict, *, progress: bool = True,
     # Bad input fails below before anything is written: the output dir is created only after
     # data, tokenizer, model (+ LoRA), TrainingArguments and the trainer are built.
     last_ckpt = get_last_checkpoint(str(out)) if config.resume and out.is_dir() else None
+    out_existed = out.exists()
 
     records = load_records(config.data, format=config.data_format)
     if not records:
@@ -288,7 +289,13 @@ def train(config: TrainConfig | dict, *, progress: bool = True,
         minkowski_coef=config.regularisers.minkowski_coef, minkowski_p=config.regularisers.minkowski_p,
         initial_params=initial,
     )
-    check_sharding(trainer, config)
+    try:
+        check_sharding(trainer, config)
+    except PLWError:
+        # Some Trainer set-ups (DeepSpeed) create output_dir already: leave no empty folder behind.
+        if not out_existed and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
     from transformers.trainer_callback import ProgressCallback, PrinterCallback
 
     trainer.remove_callback(PrinterCallback)
