@@ -18,7 +18,7 @@ reason the logged statistics are read from the request, not from the (possibly c
 
 from __future__ import annotations
 
-import types
+import inspect
 from typing import Any
 
 from plw.errors import PLWError
@@ -108,6 +108,50 @@ class PLWLossRequest:
                 "prompt_nll_sum": r.prompt_nll_sum, "completion_nll_sum": r.completion_nll_sum}
 
 
+class _PatchedForward:
+    """`module.forward` replaced by `fn(module, original_forward, ...)`.
+
+    A picklable callable (a bound method of a module-level function in `__dict__` is not) that
+    carries the original forward's signature, so transformers' introspection (e.g. whether the model
+    takes `logits_to_keep` when generating) still sees the model's own forward.
+    """
+
+    def __init__(self, module, fn, original):
+        self.module, self.fn = module, fn
+        # The class's own forward is looked up at call time (nothing bound to pickle); anything else
+        # (a forward someone patched before us) is kept as it was.
+        own = getattr(original, "__func__", None) is type(module).forward
+        self.original = None if own else original
+        try:
+            self.__signature__ = inspect.signature(original)
+        except (TypeError, ValueError):
+            pass
+
+    def original_forward(self):
+        return self.original or type(self.module).forward.__get__(self.module)
+
+    def __call__(self, *args, **kwargs):
+        return self.fn(self.module, self.original_forward(), *args, **kwargs)
+
+
+def _patch(module, fn) -> None:
+    # A flag rather than a type check: accelerate may wrap our forward in its own (autocast).
+    if "_plw_patched" not in module.__dict__:
+        module.forward = _PatchedForward(module, fn, module.forward)
+        module._plw_patched = True
+
+
+def _unpatch(module) -> None:
+    if module is None or "_plw_patched" not in module.__dict__:
+        return
+    patched = module.__dict__.get("forward")
+    if isinstance(patched, _PatchedForward):  # not when someone wrapped it since: leave both then
+        del module.forward
+        if patched.original is not None:
+            module.forward = patched.original
+        del module._plw_patched
+
+
 def attach_plw_loss(model):
     """Give the causal LM inside `model` and its head a PLW-loss mode (idempotent); returns `model`."""
     lm = causal_lm_module(model)
@@ -116,37 +160,40 @@ def attach_plw_loss(model):
     if head is None or not hasattr(head, "weight"):
         raise PLWError(f"{type(lm).__name__} has no output-embedding layer with a weight; plw's loss "
                        "needs the LM head", field="model")
-    if "_plw_original_forward" not in lm.__dict__:
-        lm._plw_original_forward = lm.forward
-        lm.forward = types.MethodType(_plw_forward, lm)
-    if "_plw_original_forward" not in head.__dict__:
-        head._plw_original_forward = head.forward
-        head.forward = types.MethodType(_plw_head_forward, head)
+    if hasattr(head, "base_layer") and hasattr(head, "lora_A"):
+        # The loss uses the head's weight directly: a LoRA delta on the head would never be trained.
+        raise PLWError("LoRA on the LM head is not supported by plw's fused loss (its adapter would get "
+                       "no gradient); leave lm_head out of target_modules, or use "
+                       "modules_to_save=['lm_head'] to train the head fully", field="lora.target_modules")
+    _patch(lm, _plw_forward)
+    _patch(head, _plw_head_forward)
     return model
 
 
 def detach_plw_loss(model):
     lm = causal_lm_module(model)
-    for module in (lm, lm.get_output_embeddings()):
-        if module is not None and "_plw_original_forward" in module.__dict__:
-            module.forward = module.__dict__.pop("_plw_original_forward")
+    _unpatch(lm)
+    _unpatch(lm.get_output_embeddings())
     return model
 
 
-def _plw_forward(self, input_ids=None, attention_mask=None, position_ids=None, labels=None, *,
-                 plw: PLWLossRequest | None = None, plw_weights=None, plw_completion_mask=None,
-                 plw_normalizer="weight_sum", plw_label_smoothing: float = 0.0,
+def _plw_forward(self, original, *args, plw: PLWLossRequest | None = None, plw_weights=None,
+                 plw_completion_mask=None, plw_normalizer="weight_sum", plw_label_smoothing: float = 0.0,
                  plw_track_masked_nll: bool = False, plw_backend: str = "auto",
                  plw_strategy: str = "auto", **kwargs: Any):
     """`plw=PLWLossRequest(...)` (what the trainer passes) or the `plw_*` keywords (a convenience
-    that builds one) switch to the loss mode; the returned dict has the loss and its statistics."""
+    that builds one) switch to the loss mode, which takes keyword arguments only; the returned dict
+    has the loss and its statistics. Otherwise the model's own forward runs, arguments untouched."""
     if plw is None and plw_weights is not None:
         plw = PLWLossRequest(plw_weights, plw_completion_mask, plw_normalizer,
                              label_smoothing=plw_label_smoothing, track_masked_nll=plw_track_masked_nll,
                              backend=plw_backend, strategy=plw_strategy)
     if plw is None:
-        return self._plw_original_forward(input_ids=input_ids, attention_mask=attention_mask,
-                                          position_ids=position_ids, labels=labels, **kwargs)
+        return original(*args, **kwargs)
+    if args:
+        raise TypeError("the PLW loss mode takes keyword arguments only (input_ids=..., labels=...)")
+    input_ids, attention_mask = kwargs.pop("input_ids", None), kwargs.pop("attention_mask", None)
+    position_ids, labels = kwargs.pop("position_ids", None), kwargs.pop("labels", None)
     decoder = self.get_decoder()
     # use_cache=False: no KV cache in training, and transformers only detects packed sequences
     # (block-diagonal mask from position_ids) when there is no cache and no attention_mask.
@@ -163,9 +210,10 @@ def _plw_forward(self, input_ids=None, attention_mask=None, position_ids=None, l
     return {"loss": loss, **plw.stats()}
 
 
-def _plw_head_forward(self, hidden, plw_request: PLWLossRequest | None = None):
-    if plw_request is None:
-        return self._plw_original_forward(hidden)
+def _plw_head_forward(self, original, *args, plw_request: PLWLossRequest | None = None, **kwargs):
+    if plw_request is None:  # generation, evaluation, PEFT's extra keywords: the head as it was
+        return original(*args, **kwargs)
+    (hidden,) = args
     import torch
 
     from plw.loss import linear_cross_entropy

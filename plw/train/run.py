@@ -398,10 +398,24 @@ def check_sharding(trainer, config: TrainConfig) -> None:
                        field="accelerate config")
     plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
     zero3 = bool(getattr(trainer, "is_deepspeed_enabled", False)) and getattr(plugin, "zero_stage", 0) == 3
+    if zero3 and not _zero3_saves_16bit(plugin):
+        # The final model and the weight distances need the gathered weights; without this flag
+        # accelerate refuses to gather them and the run would die after its last step.
+        raise PLWError("ZeRO-3 needs zero3_save_16bit_model: true in the accelerate config "
+                       "(stage3_gather_16bit_weights_on_model_save in a DeepSpeed json) so that plw can "
+                       "save the trained model", field="accelerate config")
     if config.regularisers.minkowski_coef and (fsdp or zero3):
         raise PLWError(f"the Minkowski penalty needs whole parameters in every process, which "
                        f"{'FSDP' if fsdp else 'ZeRO-3'} shards: use one process, DDP or ZeRO <= 2",
                        field="regularisers.minkowski_coef")
+
+
+def _zero3_saves_16bit(plugin) -> bool:
+    if getattr(plugin, "zero3_save_16bit_model", False):
+        return True
+    ds = getattr(plugin, "deepspeed_config", None) or {}
+    flag = ds.get("zero_optimization", {}).get("stage3_gather_16bit_weights_on_model_save", False)
+    return flag is True or str(flag).lower() == "true"
 
 
 def _first_line(err: BaseException) -> str:

@@ -46,3 +46,22 @@ def test_cli_bad_attn_implementation_one_line_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "attn_implementation" in err, err
     assert not out.exists()
+
+
+def test_zero3_without_16bit_gather_on_save_is_refused(monkeypatch):
+    from types import SimpleNamespace
+
+    from plw.train.run import check_sharding
+
+    monkeypatch.delenv("ACCELERATE_USE_FSDP", raising=False)
+
+    def trainer(flag, ds_config):
+        plugin = SimpleNamespace(zero_stage=3, zero3_save_16bit_model=flag, deepspeed_config=ds_config)
+        return SimpleNamespace(is_fsdp_enabled=False, is_deepspeed_enabled=True,
+                               accelerator=SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=plugin)))
+
+    with pytest.raises(PLWError, match="zero3_save_16bit_model"):
+        check_sharding(trainer(False, {"zero_optimization": {"stage": 3}}), _config())
+    check_sharding(trainer(True, {}), _config())
+    check_sharding(trainer(None, {"zero_optimization": {"stage3_gather_16bit_weights_on_model_save": True}}),
+                   _config())
