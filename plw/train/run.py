@@ -8,6 +8,8 @@ the LoRA adapter), tokenizer, and `checkpoint-*` for resuming.
 
 from __future__ import annotations
 
+import contextlib
+
 import dataclasses
 import os
 import random
@@ -314,7 +316,8 @@ def train(config: TrainConfig | dict, *, progress: bool = True,
         save_config(config, out / "config.yaml")
         if not last_ckpt:
             tokenizer.save_pretrained(str(out))
-    trainer.train(resume_from_checkpoint=last_ckpt)
+    with _quiet_hf_bars(progress):
+        trainer.train(resume_from_checkpoint=last_ckpt)
 
     metrics: dict[str, Any] = {"prompt_loss_weight": config.prompt_loss_weight,
                                "global_step": trainer.state.global_step}
@@ -344,7 +347,8 @@ def train(config: TrainConfig | dict, *, progress: bool = True,
     metrics["wall_time_s"] = time.perf_counter() - t0
     metrics["resumed_from"] = last_ckpt
     metrics["data"] = {k: r.to_dict() for k, r in reports.items() if r is not None}
-    _save_dir_atomic(trainer, out, state)
+    with _quiet_hf_bars(progress):
+        _save_dir_atomic(trainer, out, state)
     if trainer.accelerator.is_main_process:
         # Strict JSON: undefined values (e.g. loss_rsd of a run shorter than one window) as null.
         write_json_atomic(out / "metrics.json", json_safe(metrics))
@@ -354,6 +358,21 @@ def train(config: TrainConfig | dict, *, progress: bool = True,
     del trainer
     return TrainResult(output_dir=out, model=trained, tokenizer=tokenizer, train_records=train_records,
                        val_records=val_records, metrics=metrics, config=config, log_history=history)
+
+
+@contextlib.contextmanager
+def _quiet_hf_bars(quiet: bool):
+    """No transformers tqdm bars (checkpoint "Writing model shards") under plw's own progress display."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    if quiet and was_on:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if quiet and was_on:
+            hf_logging.enable_progress_bar()
 
 
 def print_data_reports(reports: dict, console=None) -> None:
