@@ -6,7 +6,9 @@ on YAML spelling (`1e-2` vs `0.01`) or on where the store lives. Changing anythi
 results gives a new ID; `plw sweep run` then trains that cell again. Evaluation knobs that only
 change speed or output (`eval.batch_size`, `eval.options.verbose/progress`, the judge's
 concurrency, timeouts, retries and API-key variable) are left out of the hash, so tuning them
-keeps every finished run.
+keeps every finished run. So are training knobs that change only speed, memory or logging, not the
+optimisation (`NEUTRAL_TRAIN_KEYS`: e.g. `per_device_batch_size`, since plw's one-normaliser-per-step
+loss gives the same updates however the global batch is split into micro-batches).
 """
 
 from __future__ import annotations
@@ -84,6 +86,19 @@ NEUTRAL_EVAL_OPTIONS = ("verbose", "progress")  # keyword arguments of plw.eval.
 NEUTRAL_JUDGE_KEYS = ("api_key_env", "timeout_s", "max_retries", "retry_backoff_s", "concurrency")
 
 
+# Training settings that change speed, memory, logging or checkpointing but not the optimisation:
+# the micro-batch split (the step's normaliser spans all micro-batches), the loss engine's backend
+# and strategy (the same exact loss), activation recomputation and the attention kernel.
+NEUTRAL_TRAIN_KEYS = ("per_device_batch_size", "gradient_checkpointing", "loss_backend", "loss_strategy",
+                      "attn_implementation", "log_prompt_nll", "logging_steps", "eval_steps", "save_steps",
+                      "save_total_limit", "resume", "report_to")
+
+
+def hashed_train(train: dict[str, Any]) -> dict[str, Any]:
+    """The part of a training-overrides block that goes into the run ID."""
+    return {k: v for k, v in train.items() if k not in NEUTRAL_TRAIN_KEYS}
+
+
 def hashed_eval(eval_cfg: dict[str, Any]) -> dict[str, Any]:
     """The part of the evaluation settings that goes into the run ID (results-relevant keys only)."""
     out = {k: v for k, v in eval_cfg.items() if k not in NEUTRAL_EVAL_KEYS}
@@ -110,9 +125,9 @@ def expand(spec: SweepSpec) -> list[Run]:
                             "model": model,
                             "dataset": dataset.model_dump(mode="json"),
                             "plw": float(plw),
-                            "regularizer": {"name": reg.name, "train": reg.train},
+                            "regularizer": {"name": reg.name, "train": hashed_train(reg.train)},
                             "seed": int(seed),
-                            "train": spec.train,
+                            "train": hashed_train(spec.train),
                             "eval": eval_hashed,
                         }
                         h = config_hash(config)

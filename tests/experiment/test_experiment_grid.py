@@ -112,3 +112,19 @@ def test_speed_only_eval_knobs_keep_run_ids(tmp_path):
     changed_plw = {r.run_id for r in expand(_spec(tmp_path, base.replace("0.01", "0.02"), "f.yaml"))}
     kept = [r for r in expand(_spec(tmp_path, base, "a.yaml")) if r.plw != 0.01]
     assert {r.run_id for r in kept} <= changed_plw  # other PLW levels keep their IDs
+
+
+def test_speed_only_train_knobs_keep_run_ids(tmp_path):
+    """The micro-batch split, loss engine and logging cadence change no result: same IDs."""
+    base = BASE.replace("train: {learning_rate: 0.001, num_epochs: 1}",
+                        "train: {learning_rate: 0.001, num_epochs: 1, per_device_batch_size: 16}")
+    ids = [r.run_id for r in expand(_spec(tmp_path, base, "a.yaml"))]
+    tuned = base.replace("per_device_batch_size: 16",
+                         "per_device_batch_size: 4, gradient_checkpointing: true, "
+                         "loss_strategy: vocab_blocks, logging_steps: 7")
+    runs = expand(_spec(tmp_path, tuned, "b.yaml"))
+    assert [r.run_id for r in runs] == ids
+    assert {r.train_overrides["per_device_batch_size"] for r in runs} == {4}  # still trained that way
+    for changed in (base.replace("num_epochs: 1", "num_epochs: 2"),
+                    base.replace("per_device_batch_size: 16", "per_device_batch_size: 16, dtype: float32")):
+        assert set(r.run_id for r in expand(_spec(tmp_path, changed, "c.yaml"))).isdisjoint(ids)
