@@ -37,19 +37,9 @@ def report_loading() -> None:
 
 def main(argv: list[str]) -> int:
     report_loading()
-    from plw.cli import main as plw_main
+    from train_helpers import run_train_groups
 
-    groups: list[list[str]] = [[]]
-    for arg in argv:
-        if arg == "--next":
-            groups.append([])
-        else:
-            groups[-1].append(arg)
-    for group in groups:
-        rc = plw_main(["train", *group])
-        if rc:
-            return rc
-    return 0
+    return run_train_groups(argv)
 
 
 if __name__ == "__main__":

@@ -34,19 +34,9 @@ def emulate_fsdp_on_cpu() -> None:
 
 def main(argv: list[str]) -> int:
     emulate_fsdp_on_cpu()
-    from plw.cli import main as plw_main
+    from train_helpers import run_train_groups
 
-    groups: list[list[str]] = [[]]
-    for arg in argv:
-        if arg == "--next":
-            groups.append([])
-        else:
-            groups[-1].append(arg)
-    for group in groups:
-        rc = plw_main(["train", *group])
-        if rc:
-            return rc
-    return 0
+    return run_train_groups(argv)
 
 
 if __name__ == "__main__":

@@ -33,3 +33,20 @@ def synthetic_rows(tok, n: int, *, plw: float, seed: int = 0, min_len: int = 6, 
         rows.append({"input_ids": ids, "attention_mask": [1] * k, "labels": labels,
                      "weights": [1.0 if c else plw for c in comp], "completion_mask": comp})
     return rows
+
+
+def run_train_groups(argv: list[str]) -> int:
+    """`plw train` once per group of arguments separated by `--next` (one launch, several runs)."""
+    from plw.cli import main as plw_main
+
+    groups: list[list[str]] = [[]]
+    for arg in argv:
+        if arg == "--next":
+            groups.append([])
+        else:
+            groups[-1].append(arg)
+    for group in groups:
+        rc = plw_main(["train", *group])
+        if rc:
+            return rc
+    return 0
