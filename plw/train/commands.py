@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -44,10 +43,10 @@ def train_command(
     # An error in a flag's value names that flag (not --set).
     cfg = load_config(config, list(set_), flags=flags)
 
-    from plw.train.run import train
+    from plw.train.run import is_main_process, train
 
     result = train(cfg, progress=progress, data_report=True)
-    if int(os.environ.get("RANK", "0")) != 0:
+    if not is_main_process():
         return  # under accelerate launch / torchrun every process runs this; the main one reports
     m = result.metrics
     parts = [f"train_loss {m.get('train_loss', float('nan')):.4f}"]

@@ -9,11 +9,11 @@ the LoRA adapter), tokenizer, and `checkpoint-*` for resuming.
 from __future__ import annotations
 
 import contextlib
-
 import dataclasses
 import os
 import random
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -82,7 +82,7 @@ def _world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def _is_main() -> bool:
+def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
@@ -149,17 +149,12 @@ def _save_dir_atomic(trainer, out: Path, state: dict | None = None) -> None:
     tmp = out / ".final.tmp"
     if trainer.accelerator.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # no "Writing model shards" bar in the middle of ours
-    try:
+    with _quiet_hf_bars(True):  # no "Writing model shards" bar in the middle of ours
         if getattr(trainer, "is_fsdp_enabled", False) and state is not None:
             model = trainer.accelerator.unwrap_model(trainer.model)
             trainer._save(str(tmp), state_dict=drop_tied_copies(state, model))  # main process writes
         else:
             trainer.save_model(str(tmp))  # handles DeepSpeed state-dict gathering; main process writes
-    finally:
-        hf_logging.enable_progress_bar()
     if trainer.accelerator.is_main_process:
         for f in tmp.iterdir():
             target = out / f.name
@@ -277,7 +272,7 @@ def train(config: TrainConfig | dict, *, progress: bool = True,
     # again in host memory on every rank: other ranks keep one only when the penalty needs it.
     # Every process calls snapshot: under ZeRO-3 (zero.Init) gathering a partitioned parameter is
     # a collective all ranks take part in; keep=False then drops the gathered copy.
-    needs_initial = _is_main() or bool(config.regularisers.minkowski_coef)
+    needs_initial = is_main_process() or bool(config.regularisers.minkowski_coef)
     initial = snapshot(model, keep=needs_initial)
 
     collator = PLWCollator(tokenizer.pad_token_id, packing=config.packing)
@@ -309,7 +304,7 @@ def train(config: TrainConfig | dict, *, progress: bool = True,
 
     # Everything above can fail on bad input (one error line); only now are the data counts
     # printed and the output directory created.
-    if (progress if data_report is None else data_report) and _is_main():
+    if (progress if data_report is None else data_report) and is_main_process():
         print_data_reports(reports)
     out.mkdir(parents=True, exist_ok=True)
     if trainer.accelerator.is_main_process:
@@ -321,7 +316,7 @@ def train(config: TrainConfig | dict, *, progress: bool = True,
 
     metrics: dict[str, Any] = {"prompt_loss_weight": config.prompt_loss_weight,
                                "global_step": trainer.state.global_step}
-    history = read_metrics(out / "metrics.jsonl") if _is_main() else []
+    history = read_metrics(out / "metrics.jsonl") if is_main_process() else []
     losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
     metrics["train_loss"] = losses[-1] if losses else float("nan")
     metrics["step_losses"] = list(trainer.step_losses)
@@ -347,8 +342,7 @@ def train(config: TrainConfig | dict, *, progress: bool = True,
     metrics["wall_time_s"] = time.perf_counter() - t0
     metrics["resumed_from"] = last_ckpt
     metrics["data"] = {k: r.to_dict() for k, r in reports.items() if r is not None}
-    with _quiet_hf_bars(progress):
-        _save_dir_atomic(trainer, out, state)
+    _save_dir_atomic(trainer, out, state)
     if trainer.accelerator.is_main_process:
         # Strict JSON: undefined values (e.g. loss_rsd of a run shorter than one window) as null.
         write_json_atomic(out / "metrics.json", json_safe(metrics))
@@ -479,10 +473,9 @@ def _training_kwargs(config: TrainConfig, out: Path, grad_accum: int, bf16: bool
         ddp_backend="gloo" if (world > 1 and not cuda) else None,
     ))
 
+
 def check_dtype(config: TrainConfig) -> None:
     """Refuse precision settings that would not train as asked; warn about pure bf16 weights."""
-    import os
-
     full = not config.lora.enabled and config.model != "builtin:tiny"
     if config.dtype == "float16" and full:
         raise PLWError("dtype float16 trains fp16 weights with neither fp32 master copies nor loss "
@@ -492,9 +485,7 @@ def check_dtype(config: TrainConfig) -> None:
     if config.dtype in ("float32", "bfloat16", "float16") and mixed in ("bf16", "fp16"):
         raise PLWError(f"dtype {config.dtype} asks for no autocast, but the accelerate config sets "
                        f"mixed_precision: {mixed}; use dtype auto, or mixed_precision: no", field="dtype")
-    if config.dtype == "bfloat16" and full and _is_main():
-        import sys
-
+    if config.dtype == "bfloat16" and full and is_main_process():
         print("warning: dtype bfloat16 trains bf16 weights without fp32 master copies: AdamW updates "
               "smaller than bf16's resolution are lost (at lr 2e-5 most weights never change); "
               "dtype auto keeps fp32 weights under bf16 autocast", file=sys.stderr)
