@@ -127,7 +127,7 @@ class ChunkedLinearCrossEntropy(PrecomputedGradFunction):
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, rows, y, coef, track_rows, track_y, eps, softcap, chunk,
-                grad_enabled, mm_dtype=None):
+                grad_enabled, mm_dtype):
         d = hidden.shape[-1]
         h2 = hidden.reshape(-1, d)
         V = weight.shape[0]
@@ -135,7 +135,6 @@ class ChunkedLinearCrossEntropy(PrecomputedGradFunction):
         want_grad = need_dh or need_dw or need_db
         # Mixed precision (fp32 master weights, bf16 matmuls): one low-precision copy of the head, as
         # autocast would make; the gradients still come back in the inputs' own dtypes.
-        mm_dtype = mm_dtype or hidden.dtype
         w_mm, b_mm = cast_head(weight, bias, mm_dtype)
         compute_dtype = torch.promote_types(mm_dtype, torch.float32)
         dh = torch.zeros(hidden.shape, dtype=stored_dtype(hidden.dtype), device=hidden.device) if need_dh else None

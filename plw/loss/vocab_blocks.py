@@ -55,12 +55,11 @@ class VocabBlockLinearCrossEntropy(PrecomputedGradFunction):
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, rows, y, coef, track_rows, track_y, eps, softcap, chunk,
-                grad_enabled, mm_dtype=None):
+                grad_enabled, mm_dtype):
         d = hidden.shape[-1]
         h2 = hidden.reshape(-1, d)
         V = weight.shape[0]
         dev = hidden.device
-        mm_dtype = mm_dtype or hidden.dtype
         w_mm, b_mm = cast_head(weight, bias, mm_dtype)
         compute_dtype = torch.promote_types(mm_dtype, torch.float32)
         need_dh, need_dw, need_db = PrecomputedGradFunction.needed_grads(ctx, bias, grad_enabled)
