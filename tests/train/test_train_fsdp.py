@@ -10,7 +10,6 @@ and LoRA (the head is its own FSDP unit, gathered only through its own forward c
 from __future__ import annotations
 
 import inspect
-import json
 import os
 import subprocess
 import sys
@@ -83,7 +82,7 @@ def test_fsdp2_two_cpu_processes_equal_one_process(tmp_path):
     from transformers import AutoModelForCausalLM
 
     from plw.train import load_config, train
-    from plw.train.callbacks import read_metrics
+    from train_helpers import assert_like_one_process
 
     tied = _tied_model(tmp_path / "tied-init")
     cfg = yaml.safe_load((REPO / "examples" / "accelerate" / "fsdp.yaml").read_text())
@@ -105,29 +104,12 @@ def test_fsdp2_two_cpu_processes_equal_one_process(tmp_path):
     for run in RUNS:
         one = train(load_config(None, _sets(run, tied) + ["per_device_batch_size=8",
                                                           f"output_dir={tmp_path / 'one' / run}"]), progress=False)
-        ref, out = one.metrics, tmp_path / "fsdp" / run
-        got = json.loads((out / "metrics.json").read_text())
-        assert got["global_step"] == 3, run
-        assert got["step_losses"] == pytest.approx(ref["step_losses"], rel=1e-6), run
-        assert got["val_completion_nll"] == pytest.approx(ref["val_completion_nll"], rel=1e-6), run
-        assert got["train_tokens"] == ref["train_tokens"], run
-        # diagnostics: distance from the initial weights, overall and per group, from the gathered weights
-        diag = {k: v for k, v in ref.items() if k.startswith("weight_")}
-        assert diag["weight_l2"] > 0 and sorted(diag) == sorted(k for k in got if k.startswith("weight_")), run
-        for key, value in diag.items():
-            assert got[key] == pytest.approx(value, rel=1e-5, abs=1e-9), (run, key)
-        rows = read_metrics(out / "metrics.jsonl")
-        assert [r["step"] for r in rows if "step_loss" in r] == [1, 2, 3], run
+        out = tmp_path / "fsdp" / run
+        rows = assert_like_one_process(out, tmp_path / "one" / run, one.metrics, run, lora=run == "lora")
         assert all("prompt_nll" in r and "completion_nll" in r for r in rows if "loss" in r), run
-        assert [r["step"] for r in rows if "eval_completion_nll" in r] == [2, 3], run
         # really FSDP: the Trainer wrote an FSDP checkpoint; the output itself is one plain safetensors file
         assert any("fsdp" in p.name for p in (out / "checkpoint-3").iterdir()), run
         assert not [p.name for p in out.iterdir() if "fsdp" in p.name or p.name.endswith(".index.json")], run
-        weights = "adapter_model.safetensors" if run == "lora" else "model.safetensors"
-        w1, w2 = load_file(tmp_path / "one" / run / weights), load_file(out / weights)
-        assert sorted(w2) == sorted(w1), run  # tied: no second copy of the embeddings as lm_head.weight
-        for name in w1:
-            torch.testing.assert_close(w2[name], w1[name], rtol=1e-5, atol=1e-7, msg=f"{run}: {name}")
     # the saved models load as they were trained (tied stays tied)
     full = AutoModelForCausalLM.from_pretrained(tmp_path / "fsdp" / "full")
     torch.testing.assert_close(full.lm_head.weight, load_file(tmp_path / "one" / "full" / "model.safetensors")["lm_head.weight"])
