@@ -10,6 +10,8 @@ from typing import Optional
 
 import typer
 
+from plw.data.commands import COLUMN_OPTION, FORMAT_OPTION, SKIP_INVALID_OPTION, SPLIT_OPTION
+
 from plw.errors import PLWError
 
 
@@ -57,22 +59,33 @@ def recommend(
     ratio: Optional[float] = typer.Option(None, "--ratio", help="Use this R_g instead of measuring DATA."),
     scores: str = typer.Option("minmax", "--scores", help="Scores the GAM sees with --from: raw or minmax."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the recommendation as JSON."),
+    fmt: str = FORMAT_OPTION,
+    column: Optional[list[str]] = COLUMN_OPTION,
+    split: str = SPLIT_OPTION,
+    skip_invalid: bool = SKIP_INVALID_OPTION,
 ) -> None:
     from plw.analysis.recommend import completion_kind, from_gam, from_paper
 
     if scores not in ("raw", "minmax"):
         raise PLWError(f"must be raw or minmax, got {scores!r}", field="--scores")
+    if json_out is not None:
+        from plw.io import check_output_file
+
+        check_output_file(json_out)
+    if from_ is not None and not Path(from_).exists():
+        raise PLWError("no such results store or table", file=str(from_), field="--from")
     if ratio is None:
         if data is None:
             raise PLWError("give DATA (or --ratio R_g)", field="DATA")
-        from plw.data import load_records
+        from rich.console import Console
+
+        from plw.data.commands import load_cli_records
         from plw.data.stats import dataset_stats
         from plw.data.tokenizer import load_tokenizer
 
-        records = load_records(data)
-        if not records:
-            raise PLWError("no records", file=data)
-        ratio = float(dataset_stats(records, load_tokenizer(tokenizer)).ratio)
+        tok = load_tokenizer(tokenizer)
+        _, records, _ = load_cli_records(data, False, fmt, column, split, skip_invalid, Console(stderr=True))
+        ratio = float(dataset_stats(records, tok).ratio)
     elif ratio < 0:
         raise PLWError("R_g must be >= 0", field="--ratio")
 

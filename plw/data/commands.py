@@ -31,6 +31,21 @@ def register(app: typer.Typer) -> None:
                                "prompt prediction.")(invert)
 
 
+# The data-reading options, the same on every command that reads records (stats, invert, train,
+# recommend) and as TrainConfig / sweep dataset keys (format, columns, split, skip_invalid).
+FORMAT_OPTION = typer.Option("auto", "--format", help="Record format: auto|alpaca|raw|chat.")
+COLUMN_OPTION = typer.Option(None, "--column", "-c", help="Column mapping FIELD=COLUMN (repeat).")
+SPLIT_OPTION = typer.Option("train", "--split", help="Split of a Hugging Face data set or save_to_disk "
+                            "folder; slicing works everywhere: train[:100].")
+SKIP_INVALID_OPTION = typer.Option(False, "--skip-invalid", help="Skip bad records (counted per problem).")
+
+
+def load_cli_records(data: Optional[str], builtin: bool, fmt: str, column: Optional[list[str]], split: str,
+                     skip_invalid: bool, console):
+    """Records for a command's DATA argument with the shared options; skipped records reported."""
+    return _load(data, builtin, fmt, column, split, skip_invalid, console)
+
+
 def _load(data: Optional[str], builtin: bool, fmt: str, column: Optional[list[str]], split: str,
           skip_invalid: bool, console):
     from plw.data.records import parse_columns, read_records
@@ -56,32 +71,21 @@ def _tokenizer(name: str):
     return load_tokenizer(name)
 
 
-def _check_output(path: Path, *, directory: bool = False) -> None:
-    """Fail up front (PLWError naming the path, exit 2) if `path` cannot be written: its directory
-    (or, with `directory`, the path itself) must be a writable directory or creatable in one."""
-    path = Path(path)
-    try:
-        if path.is_dir() != directory and path.exists():
-            raise PLWError("is a directory" if path.is_dir() else "exists and is not a directory", file=str(path))
-        ancestor = path if directory else path.parent
-        while not ancestor.exists():
-            ancestor = ancestor.parent
-        if not ancestor.is_dir():
-            raise PLWError(f"cannot write here: {ancestor} is not a directory", file=str(path))
-        if not os.access(ancestor, os.W_OK | os.X_OK):
-            raise PLWError(f"cannot write here: directory {ancestor} is not writable", file=str(path))
-    except OSError as err:
-        raise PLWError(f"cannot write here: {err.strerror or err}", file=str(path)) from None
+def _check_outputs(*paths, inputs=()) -> None:
+    """Every output writable (see plw.io), none given twice, none equal to an input: before any work."""
+    from plw.io import check_not_input, check_output_dir, check_output_file
 
-
-def _check_outputs(*paths) -> None:
     seen = {}
     for path, directory in paths:
         if path is None:
             continue
-        _check_output(path, directory=directory)
-        key = os.path.abspath(path)
-        if key in seen:
+        try:
+            check_output_dir(path) if directory else check_output_file(path)
+        except OSError as err:
+            raise PLWError(f"cannot write here: {err.strerror or err}", file=str(path)) from None
+        check_not_input(path, inputs)
+        key = os.path.realpath(path)
+        if key in seen and not key.startswith("/dev/"):
             raise PLWError(f"the same path is given for two outputs ({seen[key]})", file=str(path))
         seen[key] = str(path)
 
@@ -131,6 +135,8 @@ def stats_table(st, title: str):
     table.add_row("mean per-example ratio", _fmt(st.mean_ratio, 3), "")
     table.add_row("geometric mean ratio", _fmt(st.geo_mean_ratio, 3),
                   f"{st.n_no_ratio} without ratio" if st.n_no_ratio else "")
+    table.add_row("empty completions", f"{st.n_empty_completion:,}", "trained as the EOS alone"
+                  if st.n_empty_completion else "")
     return table
 
 
@@ -140,10 +146,10 @@ def stats(
     tokenizer: str = typer.Option("builtin", "--tokenizer", "-t", help="Tokenizer: builtin, a path or a hub name."),
     template: Optional[str] = typer.Option(None, "--template",
                                            help="Also report templated prompt/completion lengths: alpaca|raw|chat."),
-    fmt: str = typer.Option("auto", "--format", help="Record format: auto|alpaca|raw|chat."),
-    column: Optional[list[str]] = typer.Option(None, "--column", "-c", help="Column mapping FIELD=COLUMN (repeat)."),
-    split: str = typer.Option("train", "--split", help="Split of a Hugging Face data set."),
-    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip bad records (counted per problem)."),
+    fmt: str = FORMAT_OPTION,
+    column: Optional[list[str]] = COLUMN_OPTION,
+    split: str = SPLIT_OPTION,
+    skip_invalid: bool = SKIP_INVALID_OPTION,
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the statistics as JSON (atomically)."),
     hist: Optional[Path] = typer.Option(None, "--hist", help="Save per-field length histograms (PNG) here."),
 ) -> None:
@@ -160,7 +166,7 @@ def stats(
     out = Console()
     if template is not None:
         check_template(template)
-    _check_outputs((json_out, False), (hist, True))
+    _check_outputs((json_out, False), (hist, True), inputs=[data])
     with console.status("loading data and tokenizer", spinner="dots"):
         data, records, report = _load(data, builtin, fmt, column, split, skip_invalid, console)
         tok = _tokenizer(tokenizer)
@@ -209,10 +215,10 @@ def invert(
                                                  help="Invert just enough instances to bring R_g near this."),
     builtin: bool = typer.Option(False, "--builtin", help=f"Use the built-in synthetic data ({BUILTIN_DEFAULT})."),
     tokenizer: str = typer.Option("builtin", "--tokenizer", "-t", help="Tokenizer: builtin, a path or a hub name."),
-    fmt: str = typer.Option("auto", "--format", help="Record format: auto|alpaca|raw."),
-    column: Optional[list[str]] = typer.Option(None, "--column", "-c", help="Column mapping FIELD=COLUMN (repeat)."),
-    split: str = typer.Option("train", "--split", help="Split of a Hugging Face data set."),
-    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip bad records (counted per problem)."),
+    fmt: str = FORMAT_OPTION,
+    column: Optional[list[str]] = COLUMN_OPTION,
+    split: str = SPLIT_OPTION,
+    skip_invalid: bool = SKIP_INVALID_OPTION,
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write before/after statistics as JSON."),
 ) -> None:
     """Rewrite every instance with tokenised R_g > 1 as an original-prompt-prediction task.
@@ -230,7 +236,7 @@ def invert(
     out = Console()
     if output.suffix not in (".json", ".jsonl"):
         raise PLWError("output must end in .json (a JSON list) or .jsonl", file=str(output), field="output")
-    _check_outputs((output, False), (json_out, False))
+    _check_outputs((output, False), (json_out, False), inputs=[data])
     if target_ratio is not None and not (math.isfinite(target_ratio) and target_ratio > 0):
         raise PLWError(f"must be a positive number, got {target_ratio}", field="target-ratio")
     with console.status("loading data and tokenizer", spinner="dots"):

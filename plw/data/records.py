@@ -2,8 +2,13 @@
 
 Sources: a local `.json` (a JSON list of records, or JSON Lines) / `.jsonl` file, a built-in
 synthetic data set (`builtin:short`, `builtin:long`, `builtin:mixed`, optionally
-`?n=...&seed=...`), or anything `datasets.load_dataset` accepts (hub name, local directory,
-`.parquet`/`.csv` file) with an optional column mapping.
+`?n=...&seed=...`), a folder written by `Dataset.save_to_disk` / `DatasetDict.save_to_disk` (pick
+the split with `split`), or anything `datasets.load_dataset` accepts (hub name, local directory,
+`.parquet`/`.csv` file). The same options everywhere (CLI flags, `TrainConfig` keys, sweep dataset
+keys): `format`, `columns` (plw field -> the data's column; a column that is not there is named),
+`split`, `skip_invalid`. An empty output (the original Alpaca data has some) is a valid record:
+its completion is the EOS alone. Stanford Alpaca's seed tasks (`seed_tasks.jsonl`: an
+instruction with nested `instances` of input/output) load as one Alpaca record per instance.
 
 Every bad record raises `PLWError(file=, line=, field=)`; with `skip_invalid=True` bad records
 are skipped and counted per problem instead (a warning says how many, never silently).
@@ -11,6 +16,7 @@ are skipped and counted per problem instead (a warning says how many, never sile
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import warnings
@@ -83,12 +89,16 @@ def read_records(source: str | Path, *, format: str = "auto", columns: dict | No
     if path.suffix in (".json", ".jsonl"):
         if not path.is_file():
             raise PLWError("no such file", file=text)
-        rows = _iter_json_file(path)
+        name, start, stop = split_slice(split)
+        if name != "train":
+            raise PLWError(f"a JSON file has one split, 'train' (optionally sliced: train[:100]), "
+                           f"not {split!r}", file=text, field="split")
+        rows = itertools.islice(_iter_json_file(path), start, stop)
     elif path.suffix in (".txt", ".md", ".yaml", ".yml", ".tsv"):
         raise PLWError("unsupported data file; expected .json, .jsonl, .parquet, .csv, a builtin: name "
                        "or a Hugging Face data set", file=text)
     else:
-        rows = _iter_hf_dataset(text, split)
+        rows = _iter_hf_dataset(text, split, columns)
     return _validate_rows(rows, format=format, columns=columns, skip_invalid=skip_invalid, name=text)
 
 
@@ -202,7 +212,7 @@ def _iter_json_list(path: Path, raw: bytes) -> Iterator[tuple[str, int, Any]]:
         return
 
 
-def _iter_hf_dataset(name: str, split: str) -> Iterator[tuple[str, int, Any]]:
+def _iter_hf_dataset(name: str, split: str, columns: dict) -> Iterator[tuple[str, int, Any]]:
     try:
         import datasets
     except ImportError:  # pragma: no cover
@@ -211,14 +221,57 @@ def _iter_hf_dataset(name: str, split: str) -> Iterator[tuple[str, int, Any]]:
     try:
         if path.is_file() and path.suffix in (".parquet", ".csv"):
             ds = datasets.load_dataset(path.suffix[1:], data_files=str(path), split=split)
+        elif path.is_dir() and _saved_to_disk(path):
+            ds = _load_from_disk(path, split)
         else:
             ds = datasets.load_dataset(name, split=split)
+    except PLWError:
+        raise
     except Exception as err:  # datasets raises many types for a missing/unreadable data set
         first = (str(err).splitlines() or [type(err).__name__])[0]
         raise PLWError(f"cannot load data set: {first}", file=name) from None
     where = f"{name}[{split}]"
+    missing = [(ours, theirs) for ours, theirs in columns.items() if theirs not in ds.column_names]
+    if missing:
+        ours, theirs = missing[0]
+        raise PLWError(f"column {theirs!r} (mapped to {ours}) is not in the data set; its columns: "
+                       f"{', '.join(ds.column_names)}", file=where, field="columns")
     for i, row in enumerate(ds, start=1):  # "line" = 1-based row number
         yield where, i, row
+
+
+_SPLIT = re.compile(r"^\s*(?P<name>[\w.-]+)\s*(?:\[\s*(?P<start>\d*)\s*:\s*(?P<stop>\d*)\s*\])?\s*$")
+
+
+def split_slice(split: str) -> tuple[str, int | None, int | None]:
+    """`"train"` -> ("train", None, None); `"train[:128]"` -> ("train", None, 128) (the Hugging Face
+    slicing syntax, also for JSON files and save_to_disk folders: the first 128 records)."""
+    m = _SPLIT.match(split)
+    if not m:
+        raise PLWError(f"expected a split name, optionally sliced (train[:100], train[100:200]), got {split!r}",
+                       field="split")
+    start, stop = m["start"], m["stop"]
+    return m["name"], int(start) if start else None, int(stop) if stop else None
+
+
+def _saved_to_disk(path: Path) -> bool:
+    """A folder written by `Dataset.save_to_disk` or `DatasetDict.save_to_disk`."""
+    return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
+
+
+def _load_from_disk(path: Path, split: str):
+    import datasets
+
+    name, start, stop = split_slice(split)
+    ds = datasets.load_from_disk(str(path))
+    if isinstance(ds, datasets.DatasetDict):
+        if name not in ds:
+            raise PLWError(f"no split {name!r} in this DatasetDict; its splits: {', '.join(ds)} "
+                           "(choose one with --split / split:)", file=str(path), field="split")
+        ds = ds[name]
+    if start is not None or stop is not None:
+        ds = ds.select(range(len(ds))[start:stop])
+    return ds
 
 
 # --------------------------------------------------------------------------------------------
@@ -260,9 +313,13 @@ def _validate_rows(rows: Iterable[tuple[str, int, Any]], *, format: str, columns
             if isinstance(obj, _RowError):
                 raise PLWError(obj.problem, file=file, line=line, field=obj.field)
             if columns:
-                obj = _apply_columns(obj, columns)
+                obj = _apply_columns(obj, columns, file, line)
             if not isinstance(obj, dict):
                 raise PLWError(f"expected a JSON object, got {_type_name(obj)}", file=file, line=line, field="record")
+            if "instances" in obj and "output" not in obj and fmt in (None, "alpaca"):
+                fmt = "alpaca"
+                records.extend(_seed_task_records(obj, file, line))
+                continue
             detected = _detect(obj)
             if fmt is None:
                 if detected is None:
@@ -291,13 +348,37 @@ def _problem_kind(problem: str) -> str:
     return problem.split(" (")[0].split(": ")[0]
 
 
-def _apply_columns(obj: Any, columns: dict) -> Any:
+def _apply_columns(obj: Any, columns: dict, file: str, line: int) -> Any:
     if not isinstance(obj, dict):
         return obj
     out = dict(obj)
     for ours, theirs in columns.items():
         if theirs in obj:
             out[ours] = obj[theirs]
+        else:
+            raise PLWError(f"column {theirs!r} (mapped to {ours}) is not in the record; its keys: "
+                           f"{', '.join(map(str, obj)) or 'none'}", file=file, line=line, field="columns")
+    return out
+
+
+def _seed_task_records(obj: dict, file: str, line: int) -> list[Record]:
+    """Stanford Alpaca's seed tasks: one instruction with nested `instances` of input/output ->
+    one Alpaca record per instance."""
+    instances = obj["instances"]
+    if not isinstance(instances, list) or not instances:
+        raise PLWError(f"expected a non-empty list of {{input, output}} objects, got {_type_name(instances)}"
+                       " (Stanford seed-task format)", file=file, line=line, field="instances")
+    out = []
+    for i, inst in enumerate(instances):
+        if not isinstance(inst, dict):
+            raise PLWError(f"expected an object, got {_type_name(inst)}", file=file, line=line,
+                           field=f"instances[{i}]")
+        flat = {"instruction": obj.get("instruction"), "input": inst.get("input", ""), "output": inst.get("output")}
+        try:
+            out.append(_make_record(flat, "alpaca", f"{file}:{line}", file, line))
+        except PLWError as err:
+            field = err.field if err.field == "instruction" else f"instances[{i}].{err.field}"
+            raise PLWError(err.problem, file=file, line=line, field=field) from None
     return out
 
 
@@ -336,12 +417,11 @@ def _make_record(obj: dict, fmt: str, source: str, file: str, line: int) -> Reco
         return Record(
             instruction=_string(obj, "instruction", True, file, line, nonempty=True, problem_empty="empty instruction"),
             input=_string(obj, "input", False, file, line),
-            output=_string(obj, "output", True, file, line, nonempty=True, problem_empty="empty completion"),
+            output=_string(obj, "output", True, file, line),  # may be empty: the completion is the EOS alone
             source=source)
     if fmt == "raw":
         return Record(prompt=_string(obj, "prompt", True, file, line),
-                      completion=_string(obj, "completion", True, file, line, nonempty=True,
-                                         problem_empty="empty completion"),
+                      completion=_string(obj, "completion", True, file, line),
                       source=source)
     return Record(messages=_messages(obj, file, line), source=source)
 
@@ -376,9 +456,6 @@ def _messages(obj: dict, file: str, line: int) -> tuple[dict, ...]:
     assistant = [i for i, m in enumerate(out) if m["role"] == "assistant"]
     if not assistant:
         raise PLWError("no assistant turn", file=file, line=line, field="messages")
-    last = assistant[-1]
-    if not out[last]["content"].strip():
-        raise PLWError("empty completion", file=file, line=line, field=f"messages[{last}].content")
     return tuple(out)
 
 

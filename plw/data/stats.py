@@ -6,7 +6,10 @@ as the instruction; chat records count every non-assistant turn as instruction a
 assistant turn as completion (input 0). Standard deviations are sample ones (ddof = 1, as
 pandas). R_g is the ratio of mean lengths, mean(completion) / (mean(instruction) + mean(input)),
 which reproduces Table 1; the mean and geometric mean of the per-example ratios are reported
-too (examples with a zero-token prompt have no ratio and are counted as `n_no_ratio`).
+too (examples with a zero-token prompt have no ratio and are counted as `n_no_ratio`). An empty
+output is a valid record (the original Alpaca data has some; trained, its completion is the EOS
+alone): it counts 0 completion tokens here, is counted as `n_empty_completion`, and is left out of
+the geometric mean (log 0).
 Short-completion data have R_g < 1, long-completion data R_g >= 1.
 """
 
@@ -71,6 +74,7 @@ class DatasetStats:
     mean_ratio: float = float("nan")           # mean of per-example ratios
     geo_mean_ratio: float = float("nan")       # geometric mean of per-example ratios (ratio > 0)
     n_no_ratio: int = 0                        # examples with an empty prompt
+    n_empty_completion: int = 0                # examples whose completion has no token
 
     @property
     def verdict(self) -> str:
@@ -86,7 +90,7 @@ class DatasetStats:
                            for f in FIELDS},
                 "total_tokens": self.total_tokens, "ratio": self.ratio, "mean_ratio": self.mean_ratio,
                 "geo_mean_ratio": self.geo_mean_ratio, "n_no_ratio": self.n_no_ratio,
-                "verdict": self.verdict,
+                "n_empty_completion": self.n_empty_completion, "verdict": self.verdict,
                 "convention": "fields tokenised separately, no special tokens, no template; std ddof=1; "
                               "ratio = mean(completion) / (mean(instruction) + mean(input))"}
 
@@ -107,6 +111,7 @@ def stats_from_lengths(lengths: dict[str, list[int]]) -> DatasetStats:
     st.ratio = st.mean["completion"] / prompt_mean if prompt_mean > 0 else float("inf")
     ratios = [c / p for c, p in zip(lengths["completion"], st.prompt_lengths) if p > 0]
     st.n_no_ratio = n - len(ratios)
+    st.n_empty_completion = sum(1 for c in lengths["completion"] if c == 0)
     st.mean_ratio = _mean(ratios)
     positive = [r for r in ratios if r > 0]
     st.geo_mean_ratio = math.exp(_mean([math.log(r) for r in positive])) if positive else float("nan")

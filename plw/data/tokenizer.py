@@ -67,13 +67,15 @@ def load_tokenizer(name_or_path: str | Path, *, trust_remote_code: bool = False)
     """
     if str(name_or_path) == BUILTIN_TOKENIZER:
         return builtin_tokenizer()
-    if _looks_like_path(name_or_path):
+    if looks_like_path(name_or_path) or is_gguf(name_or_path):
         given, name_or_path = str(name_or_path), Path(name_or_path).expanduser()
         if not name_or_path.exists():
             raise PLWError("no such file or directory", file=given)
     path = Path(name_or_path)
     try:
-        if path.suffix == ".model" or (path.is_dir() and (path / "tokenizer.model").exists()
+        if is_gguf(path):
+            tok = _load_gguf_tokenizer(path)
+        elif path.suffix == ".model" or (path.is_dir() and (path / "tokenizer.model").exists()
                                        and not (path / "tokenizer.json").exists()):
             tok = _load_sentencepiece(path if path.suffix == ".model" else path / "tokenizer.model")
         else:
@@ -85,14 +87,19 @@ def load_tokenizer(name_or_path: str | Path, *, trust_remote_code: bool = False)
             tok = AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code)
     except PLWError:
         raise
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, KeyError, ImportError) as err:
         raise PLWError(f"cannot load tokenizer: {str(err).splitlines()[0]}", file=str(name_or_path))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
 
 
-def _looks_like_path(name) -> bool:
+def is_gguf(name) -> bool:
+    """A llama.cpp `.gguf` checkpoint (model and tokenizer in one file)."""
+    return str(name).lower().endswith(".gguf")
+
+
+def looks_like_path(name) -> bool:
     """A local path rather than a hub id (`owner/name`): absolute, starting with `.` or `~`, or with
     more than one path separator (or a trailing one, or the OS's own when it is not `/`)."""
     name = str(name)
@@ -100,6 +107,15 @@ def _looks_like_path(name) -> bool:
     n_seps = sum(name.count(sep) for sep in seps)
     return (os.path.isabs(name) or name.startswith((".", "~")) or n_seps > 1 or name.endswith(tuple(seps))
             or (os.sep != "/" and os.sep in name))
+
+
+def _load_gguf_tokenizer(path: Path):
+    """The tokenizer (with its chat template) stored in a GGUF file, via transformers' GGUF reader."""
+    from transformers import AutoTokenizer
+
+    if not path.is_file():
+        raise PLWError("no such GGUF file", file=str(path))
+    return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
 
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")

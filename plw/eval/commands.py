@@ -14,7 +14,7 @@ def register(app: typer.Typer) -> None:
 
 
 def eval_command(
-    model: str = typer.Argument(..., help="Model directory (e.g. a `plw train` output) or HF name."),
+    model: str = typer.Argument(..., help="Model directory (e.g. a `plw train` output), .gguf file or HF name."),
     suite: str = typer.Option("builtin", "--suite", "-s",
                               help="builtin | offline | paper, or comma-separated task names."),
     limit: Optional[float] = typer.Option(None, "--limit", help="Documents per task (a fraction if < 1)."),
@@ -24,19 +24,32 @@ def eval_command(
     all_metrics: bool = typer.Option(False, "--all-metrics", help="Report every metric of every task."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the rows as JSON here."),
 ) -> None:
-    """Evaluate a causal LM on lm-evaluation-harness tasks; prints one row per benchmark."""
+    """Evaluate a causal LM on lm-evaluation-harness tasks; prints one row per benchmark.
+
+    MODEL is a `plw train` output directory (full weights or a LoRA adapter), a model directory, a
+    .gguf file or a hub name. The suite, its data files and the output path are checked before the
+    model is loaded.
+    """
     from rich.console import Console
     from rich.table import Table
 
+    from plw.data.tokenizer import load_tokenizer
     from plw.eval import evaluate
-    from plw.io import write_json_atomic
+    from plw.eval.harness import resolve_suite
+    from plw.io import check_output_file, write_json_atomic
+    from plw.train.model import check_model_source, load_model
 
     names = [s.strip() for s in suite.split(",") if s.strip()]
-    lm, tokenizer = load_model(model)
+    if output is not None:
+        check_output_file(output)
+    check_model_source(model)
+    tokenizer = load_tokenizer(model)
+    specs = resolve_suite(names, tokenizer, data_dir=data_dir)  # reads the task files: fails early
+    lm = load_model(model)
     if limit is not None and limit >= 1:
         limit = int(limit)
-    rows = evaluate(lm, tokenizer, names[0] if len(names) == 1 else names, limit=limit,
-                    batch_size=batch_size, data_dir=data_dir, all_metrics=all_metrics)
+    rows = evaluate(lm, tokenizer, specs, limit=limit, batch_size=batch_size, data_dir=data_dir,
+                    all_metrics=all_metrics)
     table = Table("benchmark", "metric", "score", "group")
     for r in rows:
         table.add_row(r["benchmark"], r["metric"], f"{r['score']:.4f}", r["group"])
@@ -46,21 +59,7 @@ def eval_command(
 
 
 def load_model(name_or_path: str):
-    """A causal LM and its tokenizer from a directory (full weights or a PEFT adapter) or a
-    HF name; `PLWError` naming the path when it cannot be loaded."""
-    from plw.data.tokenizer import load_tokenizer
-    from plw.errors import PLWError
+    """A causal LM and its tokenizer (`plw.train.model.load_model_and_tokenizer`)."""
+    from plw.train.model import load_model_and_tokenizer
 
-    path = Path(name_or_path)
-    try:
-        if (path / "adapter_config.json").exists():
-            from peft import AutoPeftModelForCausalLM
-
-            model = AutoPeftModelForCausalLM.from_pretrained(str(path))
-        else:
-            from transformers import AutoModelForCausalLM
-
-            model = AutoModelForCausalLM.from_pretrained(str(name_or_path))
-    except (OSError, ValueError) as err:
-        raise PLWError(f"cannot load model: {str(err).splitlines()[0]}", file=str(name_or_path))
-    return model, load_tokenizer(name_or_path)
+    return load_model_and_tokenizer(name_or_path)

@@ -37,8 +37,6 @@ def execute(run: Run, run_dir: str | Path, *, data_source: str | None = None,
     if run.dataset.invert:
         source = str(materialise_inverted(run, source, run_dir / "data.jsonl"))
     cfg_dict = run.train_config(source, str(run_dir / "train"))
-    if run.dataset.format != "auto" and not run.dataset.invert:
-        cfg_dict["data_format"] = run.dataset.format
     cfg = TrainConfig.model_validate(cfg_dict)
     write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(
         {"run_id": run.run_id, "config_hash": run.config_hash, "sweep_config": run.config,
@@ -104,7 +102,7 @@ def materialise_inverted(run: Run, source: str, path: Path) -> Path:
 
     from plw.io import write_text_atomic
 
-    records = load_records(source, format=run.dataset.format)
+    records = load_records(source, **run.dataset.load_options())
     inverted = invert_records(records, tokenizer_for(run), target_ratio=run.dataset.target_ratio)
     write_text_atomic(path, "".join(_record_json(r) + "\n" for r in inverted))
     return path

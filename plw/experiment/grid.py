@@ -22,6 +22,7 @@ from typing import Any
 from plw import P_EXPONENT
 from plw.errors import PLWError
 from plw.experiment.spec import DatasetSpec, RegularizerSpec, SweepSpec
+from plw.train.config import NEUTRAL_TRAIN_KEYS  # training keys left out of run IDs
 
 RUN_ID_LENGTH = 12
 
@@ -48,6 +49,8 @@ class Run:
     def train_config(self, data_source: str, output_dir: str) -> dict[str, Any]:
         """The dict given to `TrainConfig.model_validate` for this run."""
         cfg = dict(self.train_overrides)
+        if not self.dataset.invert:  # an inverted variant is written as plain Alpaca JSONL
+            cfg.update(self.dataset.train_options())
         if self.dataset.template is not None:
             cfg["template"] = self.dataset.template
         cfg.update(model=self.model, data=data_source, prompt_loss_weight=self.plw, seed=self.seed,
@@ -86,14 +89,6 @@ NEUTRAL_EVAL_OPTIONS = ("verbose", "progress")  # keyword arguments of plw.eval.
 NEUTRAL_JUDGE_KEYS = ("api_key_env", "timeout_s", "max_retries", "retry_backoff_s", "concurrency")
 
 
-# Training settings that change speed, memory, logging or checkpointing but not the optimisation:
-# the micro-batch split (the step's normaliser spans all micro-batches), the loss engine's backend
-# and strategy (the same exact loss), activation recomputation and the attention kernel.
-NEUTRAL_TRAIN_KEYS = ("per_device_batch_size", "gradient_checkpointing", "loss_backend", "loss_strategy",
-                      "attn_implementation", "log_prompt_nll", "logging_steps", "eval_steps", "save_steps",
-                      "save_total_limit", "resume", "report_to")
-
-
 def hashed_train(train: dict[str, Any]) -> dict[str, Any]:
     """The part of a training-overrides block that goes into the run ID."""
     return {k: v for k, v in train.items() if k not in NEUTRAL_TRAIN_KEYS}
@@ -113,6 +108,10 @@ def expand(spec: SweepSpec) -> list[Run]:
     """All cells: models × datasets × regularisers × PLW levels × seeds (regulariser PLW filters apply)."""
     eval_cfg = spec.eval.model_dump(mode="json")
     eval_hashed = hashed_eval(eval_cfg)
+    eval_hashed["generation_set"] = spec.as_written(eval_hashed["generation_set"])
+    if isinstance(eval_hashed.get("options", {}).get("data_dir"), str):
+        eval_hashed["options"] = {**eval_hashed["options"],
+                                  "data_dir": spec.as_written(eval_hashed["options"]["data_dir"])}
     runs: list[Run] = []
     for model in spec.models:
         for dataset in spec.datasets:
@@ -121,9 +120,11 @@ def expand(spec: SweepSpec) -> list[Run]:
                 for plw in levels:
                     for seed in spec.seeds:
                         overrides = {**spec.train, **reg.train}
+                        hashed_dataset = dataset.hashed()
+                        hashed_dataset["source"] = spec.as_written(dataset.source)
                         config = {
-                            "model": model,
-                            "dataset": dataset.model_dump(mode="json"),
+                            "model": spec.as_written(model),
+                            "dataset": hashed_dataset,
                             "plw": float(plw),
                             "regularizer": {"name": reg.name, "train": hashed_train(reg.train)},
                             "seed": int(seed),

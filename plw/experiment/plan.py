@@ -72,7 +72,7 @@ def _run_tokens(run: Run, cache: dict) -> int | None:
         cfg = TrainConfig.model_validate(run.train_config(run.dataset.source, "unused"))
     except Exception:
         return None
-    key = (run.dataset.source, run.dataset.format, run.model, cfg.tokenizer, cfg.template,
+    key = (run.dataset.source, str(run.dataset.load_options()), run.model, cfg.tokenizer, cfg.template,
            cfg.max_length, run.dataset.invert)
     if key not in cache:
         cache[key] = _dataset_tokens(run, cfg)
@@ -97,7 +97,7 @@ def _dataset_tokens(run: Run, cfg) -> tuple[int, int] | None:
 
         from plw.experiment.execute import tokenizer_for
 
-        records = load_records(run.dataset.source, format=run.dataset.format)
+        records = load_records(run.dataset.source, **run.dataset.load_options())
         tok = tokenizer_for(run)
         texts = []
         for r in records:

@@ -24,7 +24,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from plw import PAPER_PLW_LEVELS
 from plw.errors import PLWError
@@ -46,8 +46,12 @@ class DatasetSpec(_Strict):
     source: str
     invert: bool = False
     target_ratio: float | None = Field(default=None, gt=0)
-    format: str = "auto"
+    format: Literal["auto", "alpaca", "raw", "chat"] = "auto"
     template: str | None = None  # overrides train.template for this dataset (e.g. chat data)
+    # how to read `source`: the options of plw.data.load_records (and `plw stats` / `plw train`)
+    columns: dict[str, str] = Field(default_factory=dict)
+    split: str = "train"
+    skip_invalid: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -81,6 +85,25 @@ class DatasetSpec(_Strict):
         if not self.source.strip():
             raise ValueError("source is empty")
         return self
+
+
+    def load_options(self) -> dict[str, Any]:
+        """Keyword arguments of `plw.data.load_records` for `source`."""
+        return {"format": self.format, "columns": dict(self.columns) or None, "split": self.split,
+                "skip_invalid": self.skip_invalid}
+
+    def train_options(self) -> dict[str, Any]:
+        """The same options as `TrainConfig` keys."""
+        return {"data_format": self.format, "data_columns": dict(self.columns), "data_split": self.split,
+                "skip_invalid": self.skip_invalid}
+
+    def hashed(self) -> dict[str, Any]:
+        """The dataset's part of a run ID; the reading options only when set (IDs of older specs stay)."""
+        out = self.model_dump(mode="json")
+        for key, default in (("columns", {}), ("split", "train"), ("skip_invalid", False)):
+            if out[key] == default:
+                del out[key]
+        return out
 
 
 def _display_name(value: dict) -> str:
@@ -183,6 +206,7 @@ class SweepSpec(_Strict):
     ray: RaySpec = Field(default_factory=RaySpec)
     estimate: EstimateSpec = Field(default_factory=EstimateSpec)
     analysis: bool = True  # run plw.analysis at the end of `plw sweep run`
+    _given: dict = PrivateAttr(default_factory=dict)  # resolved path -> as written in the spec
     # What to keep of a finished run's training outputs: "all", "weights" (drop the intermediate
     # checkpoints, which hold optimizer state), or "none" (drop the weights too; 60 7B runs ≈ 0.8 TB).
     keep: Literal["all", "weights", "none"] = "weights"
@@ -225,6 +249,10 @@ class SweepSpec(_Strict):
                 raise ValueError(f"{what}: duplicate name(s) {', '.join(dup)}")
         return self
 
+    def as_written(self, value: str) -> str:
+        """A path as the spec file wrote it (before `resolve_relative_paths`), for run IDs."""
+        return self._given.get(value, value)
+
     def store_dir(self, cwd: Path | None = None) -> Path:
         """The results store: `output_dir` or `runs/<name>`, relative paths against the cwd."""
         base = Path(self.output_dir) if self.output_dir else Path("runs") / self.name
@@ -259,12 +287,74 @@ def load_spec(path: str | Path, *, check_files: bool = False) -> SweepSpec:
 
     validate_train_overrides(spec, file=str(path), lines=lines)
     validate_suite(spec, file=str(path), lines=lines)
+    spec = resolve_relative_paths(spec, path.parent)
     if check_files:
-        for i, d in enumerate(spec.datasets):
-            if Path(d.source).suffix in (".json", ".jsonl") and not Path(d.source).is_file():
-                raise PLWError(f"no such file: {d.source}", file=str(path),
-                               line=line_of(lines, ("datasets", i)), field=f"datasets[{i}]")
+        check_inputs(spec, file=str(path), lines=lines)
     return spec
+
+
+_FILE_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv", ".gguf")
+
+
+def _local(value: str, base: Path) -> str:
+    """`value` against the spec's folder when it names a local path (not a hub id or builtin:)."""
+    if value.startswith("builtin") or Path(value).is_absolute():
+        return value
+    candidate = base / value
+    looks_local = value.startswith((".", "~")) or Path(value).suffix in _FILE_SUFFIXES or value.count("/") > 1
+    return str(candidate.resolve()) if candidate.exists() or looks_local else value
+
+
+def resolve_relative_paths(spec: SweepSpec, base: Path) -> SweepSpec:
+    """Relative local paths in a spec (models, dataset sources, the generation set, the benchmark
+    data folder) are relative to the spec file's folder, wherever plw is run from. Run IDs keep
+    the paths as written (`SweepSpec.as_written`), so they do not depend on where the checkout is."""
+    given: dict[str, str] = {}
+
+    def local(value: str) -> str:
+        resolved = _local(value, base)
+        given[resolved] = value
+        return resolved
+
+    datasets = [d.model_copy(update={"source": local(d.source)}) for d in spec.datasets]
+    ev = spec.eval
+    updates: dict[str, Any] = {}
+    if ev.generation_set not in ("auto", "alpaca_eval", "builtin"):
+        updates["generation_set"] = local(ev.generation_set)
+    if isinstance(ev.options.get("data_dir"), str):
+        updates["options"] = {**ev.options, "data_dir": local(ev.options["data_dir"])}
+    out = spec.model_copy(update={"models": [local(m) for m in spec.models], "datasets": datasets,
+                                  "eval": ev.model_copy(update=updates) if updates else ev})
+    out._given = given
+    return out
+
+
+def check_inputs(spec: SweepSpec, *, file: str, lines: dict[tuple, int]) -> None:
+    """Models, dataset files and the benchmark data exist: checked before the store is created."""
+    from plw.train.model import check_model_source
+
+    for i, model in enumerate(spec.models):
+        try:
+            check_model_source(model)
+        except PLWError as err:
+            raise PLWError(f"{err.problem}: {model}", file=file, line=line_of(lines, ("models", i)),
+                           field=f"models[{i}]") from None
+    for i, d in enumerate(spec.datasets):
+        src = Path(d.source)
+        if not d.source.startswith("builtin") and (src.suffix in _FILE_SUFFIXES or src.is_absolute()) \
+                and not src.exists():
+            raise PLWError(f"no such file: {d.source}", file=file,
+                           line=line_of(lines, ("datasets", i)), field=f"datasets[{i}]")
+    data_dir = spec.eval.options.get("data_dir")
+    names = [spec.eval.suite] if isinstance(spec.eval.suite, str) else list(spec.eval.suite)
+    if any(n in ("offline", "piqa", "truthfulqa_mc2", "truthfulqa_gen") for n in names):
+        from plw.eval.local_tasks import bench_dir
+
+        try:
+            bench_dir(data_dir)
+        except PLWError as err:
+            raise PLWError(err.problem + f": {err.file}", file=file, line=line_of(lines, ("eval", "suite")),
+                           field="eval.suite") from None
 
 
 def validate_suite(spec: SweepSpec, *, file: str, lines: dict[tuple, int]) -> None:

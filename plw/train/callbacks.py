@@ -66,6 +66,10 @@ class MetricsCallback(TrainerCallback):
         else:
             self.flush()
         record.update(logs or {})
+        if "train_loss" in record:  # the Trainer's own: a mean over this call's steps only
+            from plw.train.diagnostics import mean_train_loss
+
+            record["train_loss"] = mean_train_loss(self.trainer.step_losses)
         self._write(record)
 
     def on_train_end(self, args, state, control, **kwargs):

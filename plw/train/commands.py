@@ -18,39 +18,58 @@ def train_command(
         None, help="CONFIG.yaml. Without it: the built-in CPU preset (tiny Llama on builtin:short)."),
     set_: list[str] = typer.Option([], "--set", help="Override a config key: --set key=value (dotted for "
                                    "sections: --set regularisers.label_smoothing=0.1). Repeatable."),
-    model: Optional[str] = typer.Option(None, "--model", help="HF name/path or builtin:tiny."),
-    data: Optional[str] = typer.Option(None, "--data", help="Records: JSON/JSONL file, HF dataset, builtin:short…"),
+    model: Optional[str] = typer.Option(None, "--model", help="HF name, model directory, .gguf file or "
+                                        "builtin:tiny. A real model without CONFIG trains with the Alpaca recipe."),
+    data: Optional[str] = typer.Option(None, "--data", help="Records: JSON/JSONL file, HF dataset or "
+                                       "save_to_disk folder, builtin:short…"),
+    fmt: Optional[str] = typer.Option(None, "--format", help="Record format: auto|alpaca|raw|chat."),
+    column: Optional[list[str]] = typer.Option(None, "--column", "-c", help="Column mapping FIELD=COLUMN (repeat)."),
+    split: Optional[str] = typer.Option(None, "--split", help="Split of a Hugging Face data set."),
+    skip_invalid: Optional[bool] = typer.Option(None, "--skip-invalid", help="Skip bad records (counted)."),
     prompt_loss_weight: Optional[float] = typer.Option(None, "--prompt-loss-weight", "--plw",
                                                        help="Weight of prompt tokens in [0, 1]."),
     normalizer: Optional[str] = typer.Option(None, "--normalizer",
                                              help="weight_sum | nonzero_tokens | completion_tokens | a number."),
     lora: Optional[bool] = typer.Option(None, "--lora/--no-lora", help="Train LoRA adapters only."),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Output directory."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start afresh in an output directory that "
+                                   "holds a run (its checkpoints and metrics are removed)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Fine-tune a causal LM with a prompt loss weight (PLW): completion tokens weigh 1, prompt tokens PLW.
 
     Writes config.yaml, metrics.jsonl, metrics.json, safetensors weights (or a LoRA adapter) and the
-    tokenizer into the output directory; resumes from its last checkpoint when one exists.
+    tokenizer into the output directory. Rerunning the same command resumes from the last complete
+    checkpoint; a different training config in the same directory is refused (exit 2) unless
+    --overwrite.
     """
+    from plw.data.records import parse_columns
     from plw.train.config import load_config
 
     flags = [(flag, key, value) for flag, key, value in (
         ("--model", "model", model), ("--data", "data", data),
         ("--prompt-loss-weight", "prompt_loss_weight", prompt_loss_weight),
         ("--normalizer", "normalizer", normalizer), ("--output", "output_dir", output),
-        ("--lora/--no-lora", "lora.enabled", lora)) if value is not None]
+        ("--lora/--no-lora", "lora.enabled", lora), ("--format", "data_format", fmt),
+        ("--column", "data_columns", parse_columns(column) if column else None),
+        ("--split", "data_split", split), ("--skip-invalid", "skip_invalid", skip_invalid)) if value is not None]
     # An error in a flag's value names that flag (not --set).
     cfg = load_config(config, list(set_), flags=flags)
 
     from plw.train.run import is_main_process, train
 
-    result = train(cfg, progress=progress, data_report=True)
+    try:
+        result = train(cfg, progress=progress, data_report=True, overwrite=overwrite)
+    except KeyboardInterrupt:  # train() has said how to resume
+        raise typer.Exit(130) from None
     if not is_main_process():
         return  # under accelerate launch / torchrun every process runs this; the main one reports
     m = result.metrics
-    parts = [f"train_loss {m.get('train_loss', float('nan')):.4f}"]
+    parts = [f"train_loss (mean over steps) {m.get('train_loss', float('nan')):.4f}"]
     if "val_completion_nll" in m:
         parts.append(f"val completion NLL {m['val_completion_nll']:.4f}")
     parts.append(f"{m['wall_time_s']:.0f}s")
+    b = m["batch"]
+    parts.append(f"batch {b['global_batch_size']} = {b['per_device_batch_size']} × {b['gradient_accumulation_steps']} "
+                 f"× {b['world_size']}")
     typer.echo(f"saved to {result.output_dir}  ({', '.join(parts)})")

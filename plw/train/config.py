@@ -1,8 +1,11 @@
 """`TrainConfig`: the pydantic model of one training run, its YAML load/save and `--set` overrides.
 
 Defaults follow the Stanford Alpaca recipe (lr 2e-5, 3 epochs, global batch 128, warmup ratio
-0.03, cosine, weight decay 0, max length 512). `builtin_preset()` is the CPU quickstart: a tiny
-random-init Llama on the built-in synthetic data, with settings a tiny model needs.
+0.03, cosine, weight decay 0, max length 512), with a per-device micro-batch fitted to the machine
+(`per_device_batch_size: auto`) and gradient accumulation making up the global batch: what
+`plw train --model M --data D` runs without a CONFIG. `builtin_preset()` is the CPU quickstart for
+`builtin:tiny` only: a tiny random-init Llama on the built-in synthetic data, with the settings a
+tiny model needs.
 """
 
 from __future__ import annotations
@@ -92,7 +95,11 @@ class TrainConfig(_Strict):
     model: str = "builtin:tiny"
     tokenizer: str | None = None
     data: str = "builtin:short"
-    data_format: str = "auto"
+    # how to read `data` (the same options as `plw stats`, sweep datasets and `plw.data.load_records`)
+    data_format: Literal["auto", "alpaca", "raw", "chat"] = "auto"
+    data_columns: dict[str, str] = {}  # plw field -> column of the data, e.g. {output: response}
+    data_split: str = "train"  # split of a Hugging Face data set / save_to_disk DatasetDict
+    skip_invalid: bool = False  # skip bad records (counted and reported) instead of stopping
     template: Literal["auto", "alpaca", "raw", "chat"] = "auto"
     max_length: int = Field(512, ge=8)
     val_fraction: float = Field(0.05, ge=0, lt=1)
@@ -111,7 +118,9 @@ class TrainConfig(_Strict):
     num_epochs: float = Field(3.0, gt=0)
     max_steps: int = Field(-1, ge=-1)
     global_batch_size: int = Field(128, ge=1)
-    per_device_batch_size: int = Field(4, ge=1)
+    # "auto": the largest micro-batch that fits the machine (see plw.train.batching); gradient
+    # accumulation keeps global_batch_size. The saved config.yaml holds the number that ran.
+    per_device_batch_size: Union[int, Literal["auto"]] = "auto"
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
     lr_scheduler: str = "cosine"
     weight_decay: float = Field(0.0, ge=0)
@@ -142,6 +151,7 @@ class TrainConfig(_Strict):
     save_steps: int = Field(500, ge=1)
     save_total_limit: int | None = Field(2, ge=1)
     resume: bool = True
+    keep_checkpoints: bool = False  # False: a finished run's checkpoints lose their optimizer state
     report_to: list[str] = ["none"]
     preset: str | None = None
 
@@ -182,9 +192,16 @@ class TrainConfig(_Strict):
     def _known_integrations(cls, v: list[str]):
         return [_check_name("report_to", r) for r in v]
 
+    @field_validator("per_device_batch_size")
+    @classmethod
+    def _positive_batch(cls, v):
+        if v != "auto" and v < 1:
+            raise ValueError("must be >= 1 or 'auto'")
+        return v
+
     @model_validator(mode="after")
     def _batch_divides(self):
-        if self.global_batch_size % self.per_device_batch_size:
+        if self.per_device_batch_size != "auto" and self.global_batch_size % self.per_device_batch_size:
             raise ValueError(f"global_batch_size ({self.global_batch_size}) must be a multiple of "
                              f"per_device_batch_size ({self.per_device_batch_size})")
         return self
@@ -220,7 +237,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """
     import yaml
 
-    data: dict[str, Any] = dict(base if base is not None else ({} if path else builtin_preset()))
+    data: dict[str, Any] = dict(base if base is not None else ({} if path else _no_config_base(overrides, flags)))
     node = None
     if path is not None:
         path = Path(path)
@@ -251,6 +268,22 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         return TrainConfig.model_validate(data)
     except ValidationError as err:
         raise _one_line(err, path, node, set_keys) from None
+
+
+def _no_config_base(overrides: list[str] | None, flags: list[tuple[str, str, Any]] | None) -> dict[str, Any]:
+    """Without a CONFIG: the CPU preset for `builtin:tiny`, the Alpaca recipe (the defaults) for a
+    real model (a hub name, a directory or a .gguf file given with --model / --set model=)."""
+    model = "builtin:tiny"
+    for item in overrides or []:
+        key, value = parse_override(item)
+        if key == "model":
+            model = value
+    for _, key, value in flags or []:
+        if key == "model":
+            model = value
+    if model == "builtin:tiny":
+        return builtin_preset()
+    return {"data": "builtin:short"}
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -330,10 +363,40 @@ def _yaml_line(node, loc: tuple) -> int | None:
     return line if line is not None else 1
 
 
-def save_config(config: TrainConfig, path: str | Path) -> None:
-    """Write the full, resolved config as YAML (atomically)."""
+def save_config(config: TrainConfig, path: str | Path, *, header: str = "") -> None:
+    """Write the full, resolved config as YAML (atomically); `header` lines become YAML comments."""
     import yaml
 
     from plw.io import write_text_atomic
 
-    write_text_atomic(path, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    comments = "".join(f"# {line}\n" for line in header.splitlines())
+    write_text_atomic(path, comments + yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+
+
+# ---- which keys change the optimisation ----------------------------------------------------
+
+# Settings that change speed, memory, logging or checkpointing but not the optimisation: the
+# micro-batch split (the step's normaliser spans all micro-batches), the loss engine's backend and
+# strategy (the same exact loss), activation recomputation and the attention kernel. Sweeps leave
+# them out of run IDs; a checkpoint resumes under a config that differs only in these.
+NEUTRAL_TRAIN_KEYS = ("per_device_batch_size", "gradient_checkpointing", "loss_backend", "loss_strategy",
+                      "attn_implementation", "log_prompt_nll", "logging_steps", "eval_steps", "save_steps",
+                      "save_total_limit", "resume", "report_to", "keep_checkpoints")
+# ... and what only names the run or its diagnostics.
+RESUME_NEUTRAL_KEYS = NEUTRAL_TRAIN_KEYS + ("output_dir", "preset", "loss_window", "distance_p")
+
+
+def training_differences(old: TrainConfig, new: TrainConfig) -> list[tuple[str, Any, Any]]:
+    """`(dotted key, old, new)` for every training-relevant setting that differs."""
+    a, b = old.model_dump(mode="json"), new.model_dump(mode="json")
+    out = []
+    for key in a.keys() | b.keys():
+        if key in RESUME_NEUTRAL_KEYS or a.get(key) == b.get(key):
+            continue
+        if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
+            out += [(f"{key}.{k}", a[key].get(k), b[key].get(k)) for k in sorted(a[key].keys() | b[key].keys())
+                    if a[key].get(k) != b[key].get(k)]
+        else:
+            out.append((key, a.get(key), b.get(key)))
+    order = list(TrainConfig.model_fields)
+    return sorted(out, key=lambda d: order.index(d[0].split(".")[0]) if d[0].split(".")[0] in order else 0)

@@ -27,6 +27,13 @@ def loss_rsd(losses: Iterable[float], window: int = 5) -> float:
     return sum(rsds) / len(rsds) if rsds else float("nan")
 
 
+def mean_train_loss(step_losses: list[float]) -> float:
+    """`train_loss` everywhere (metrics.json, metrics.jsonl's end-of-run line, the CLI): the mean of
+    the per-step training losses (the PLW-weighted objective) over all optimizer steps of the run,
+    the steps before a resume included."""
+    return float(sum(step_losses) / len(step_losses)) if step_losses else float("nan")
+
+
 def tensor_group(name: str) -> str:
     """Coarse group of a parameter by its name (Llama-style names and common aliases)."""
     n = name.lower()

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from plw.errors import PLWError
-from plw.train.config import TrainConfig
+from plw.train.config import TrainConfig, save_config
 
 ALPACA_HEADER = ("Below is an instruction that describes a task, paired with an input that provides "
                  "further context. Write a response that appropriately completes the request.\n\n"
@@ -86,6 +86,174 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def train(config: TrainConfig | dict, *, progress: bool = True, data_report: bool | None = None,
+          overwrite: bool = False) -> TrainResult:
+    """Fine-tune `config.model` on `config.data` at `config.prompt_loss_weight`; return the result.
+
+    `data_report` (default: `progress`): print the tokenisation summary of the train and validation
+    sets (examples kept, truncated, dropped per reason) on stderr. The counts are always in
+    `metrics["data"]` and metrics.json.
+
+    An output directory that holds a run resumes from its last complete checkpoint, but only when
+    the training-relevant settings match (`PLWError` naming the keys otherwise); `overwrite` starts
+    afresh instead. Safe to call repeatedly in one process. Under `accelerate launch`/`torchrun`
+    every process calls it; rank 0 writes the outputs.
+
+    Steps: set-up (inputs checked, batch split, previous run) → data → model → trainer → train →
+    finish (metrics, weights). Nothing is written before the trainer is built.
+    """
+    from transformers import set_seed
+
+    if not isinstance(config, TrainConfig):
+        config = TrainConfig.model_validate(config)
+    t0 = time.perf_counter()
+    setup = _set_up(config, overwrite)
+    config = setup.config
+    data = _prepare_data(config, setup)
+    # TrainingArguments before the model: it sets up the distributed state, so that loading can use
+    # DeepSpeed ZeRO-3's partitioned init and FSDP's rank-0-only (cpu_ram_efficient) loading.
+    args = _training_arguments(config, setup, has_val=bool(data.val_rows))
+    set_seed(config.seed)
+    model = _build_model(config, data.tokenizer)
+    trainer, initial = _build_trainer(config, setup, data, model, args, progress)
+    if (progress if data_report is None else data_report) and is_main_process():
+        print_data_reports(data.reports)
+    _write_start(config, setup, data.tokenizer, trainer)
+    _run_trainer(trainer, setup, progress)
+    return _finish(config, setup, data, trainer, initial, t0)
+
+
+# ---- set-up: inputs, batch split, the previous run in output_dir ------------------------------
+
+@dataclasses.dataclass
+class _SetUp:
+    config: TrainConfig            # with per_device_batch_size resolved
+    out: Path
+    split: Any                     # plw.train.batching.BatchSplit
+    last_checkpoint: str | None
+    clear_previous: bool           # --overwrite: remove the previous run's checkpoints and metrics
+    out_existed: bool
+    cuda: bool
+
+
+def _set_up(config: TrainConfig, overwrite: bool) -> _SetUp:
+    import torch
+
+    from plw.train.batching import batch_split
+    from plw.train.model import check_model_source, model_config
+
+    check_model_source(config.model)
+    if config.tokenizer:
+        check_model_source(config.tokenizer, field="tokenizer")
+    out = Path(config.output_dir)
+    check_output_dir(out)
+    check_data_source(config.data, out)
+    cuda = torch.cuda.is_available()
+    world = _world_size()
+    needs_sizes = config.per_device_batch_size == "auto" and config.model != "builtin:tiny"
+    split = batch_split(config.global_batch_size, config.per_device_batch_size, world,
+                        model_config=model_config(config.model) if needs_sizes else None,
+                        max_length=config.max_length, lora=config.lora.enabled, cuda=cuda)
+    config = config.model_copy(update={"per_device_batch_size": split.per_device})
+    check_dtype(config)
+    if config.loss_backend in ("cce", "liger") and not cuda:
+        raise PLWError(f"{config.loss_backend!r} runs on CUDA only; use 'auto' or 'torch' here",
+                       field="loss_backend")
+    if config.loss_strategy != "auto" and config.loss_backend not in ("auto", "torch"):
+        raise PLWError(f"loss_strategy {config.loss_strategy!r} is for plw's own engine "
+                       f"(loss_backend auto or torch), not {config.loss_backend!r}", field="loss_strategy")
+    if not overwrite:
+        check_same_run(out, config)
+    last = last_complete_checkpoint(out) if config.resume and not overwrite and out.is_dir() else None
+    return _SetUp(config=config, out=out, split=split, last_checkpoint=last, clear_previous=overwrite,
+                  out_existed=out.exists(), cuda=cuda)
+
+
+def check_output_dir(out: Path) -> None:
+    """The output directory must be a directory (or creatable) and writable; never a file."""
+    if out.exists() and not out.is_dir():
+        raise PLWError("exists and is not a directory", file=str(out), field="output_dir")
+    ancestor = out
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise PLWError(f"cannot write here: {ancestor} is not a writable directory", file=str(out),
+                       field="output_dir")
+
+
+def check_data_source(data: str, out: Path) -> None:
+    """Refuse data that lives inside the output directory's files (it would be overwritten)."""
+    path = Path(data)
+    if path.exists() and out.exists() and path.resolve() == out.resolve():
+        raise PLWError("the data and the output directory are the same path", file=data, field="data")
+
+
+def check_same_run(out: Path, config: TrainConfig) -> None:
+    """A previous run in `out` must have the same training-relevant config (else: exit 2)."""
+    from plw.train.config import training_differences
+
+    saved = out / "config.yaml"
+    if not saved.is_file():
+        return
+    try:
+        import yaml
+
+        old = TrainConfig.model_validate(yaml.safe_load(saved.read_text(encoding="utf-8")) or {})
+    except Exception as err:  # an unreadable or foreign config.yaml: refuse rather than guess
+        raise PLWError(f"holds a config.yaml plw cannot read ({_first_line(err)}); use --overwrite to "
+                       "start afresh or another output directory", file=str(out), field="output_dir") from None
+    diffs = training_differences(old, config)
+    if diffs:
+        shown = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, a, b in diffs[:4])
+        more = f" and {len(diffs) - 4} more" if len(diffs) > 4 else ""
+        raise PLWError(f"holds a run with a different config ({shown}{more}); use --overwrite to start "
+                       "afresh, or another output directory", file=str(out), field=diffs[0][0])
+
+
+def last_complete_checkpoint(out: Path) -> str | None:
+    """The newest `checkpoint-N` that holds weights and `trainer_state.json`; incomplete ones (an
+    interrupted save) are skipped with a message."""
+    ckpts = sorted((p for p in out.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
+                   key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+    for ckpt in ckpts:
+        weights = any(ckpt.glob("*.safetensors")) or any(ckpt.glob("*.bin")) or any(ckpt.glob("global_step*"))
+        if (ckpt / "trainer_state.json").is_file() and weights:
+            return str(ckpt)
+        if is_main_process():
+            print(f"skipping incomplete checkpoint {ckpt} (no trainer_state.json or weights: an "
+                  "interrupted save)", file=sys.stderr)
+    return None
+
+
+# ---- data -----------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class _Data:
+    train_records: list
+    val_records: list
+    tokenizer: Any
+    train_rows: list
+    val_rows: list
+    reports: dict
+
+
+def _prepare_data(config: TrainConfig, setup: _SetUp) -> _Data:
+    from plw.data.records import load_records
+
+    records = load_records(config.data, format=config.data_format, columns=config.data_columns or None,
+                           split=config.data_split, skip_invalid=config.skip_invalid)
+    train_records, val_records = split_records(records, config.val_fraction, config.max_val_examples,
+                                               config.seed)
+    tokenizer = _load_tokenizer(config, train_records, setup.out)
+    train_rows, train_report = _tokenize(train_records, tokenizer, config)
+    val_rows, val_report = _tokenize(val_records, tokenizer, config) if val_records else ([], None)
+    if not train_rows:
+        raise PLWError("no training examples left after tokenisation (" + train_report.summary() + ")",
+                       file=config.data, field="data")
+    return _Data(train_records, val_records, tokenizer, train_rows, val_rows,
+                 {"train": train_report, "val": val_report})
+
+
 def _load_tokenizer(config: TrainConfig, train_records, out: Path):
     from plw.data.tokenizer import load_tokenizer, train_tokenizer
 
@@ -100,9 +268,38 @@ def _load_tokenizer(config: TrainConfig, train_records, out: Path):
     return load_tokenizer(config.model)
 
 
-def _load_model(config: TrainConfig, tokenizer):
-    import torch
+def _tokenize(records, tokenizer, config: TrainConfig):
+    from plw.data.encode import tokenize_dataset
 
+    rows, report = tokenize_dataset(records, tokenizer, template=config.template,
+                                    plw=config.prompt_loss_weight, max_length=config.max_length)
+    return rows, report
+
+
+# ---- model ----------------------------------------------------------------------------------
+
+def _build_model(config: TrainConfig, tokenizer):
+    """The model (tiny, hub, directory or GGUF) with dropout, checkpointing and LoRA applied."""
+    from plw.train.regularisers import set_dropout
+
+    model = _load_model(config, tokenizer)
+    set_dropout(model, attention=config.regularisers.attention_dropout,
+                hidden=config.regularisers.hidden_dropout)
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    if config.lora.enabled:
+        from peft import LoraConfig, get_peft_model
+
+        try:
+            model = get_peft_model(model, LoraConfig(
+                task_type="CAUSAL_LM", r=config.lora.r, lora_alpha=config.lora.alpha,
+                lora_dropout=config.lora.dropout, target_modules=config.lora.target_modules))
+        except ValueError as err:  # e.g. target_modules that match no layer
+            raise PLWError(_first_line(err), field="lora.target_modules") from None
+    return model
+
+
+def _load_model(config: TrainConfig, tokenizer):
     if config.model == "builtin:tiny":
         from plw.train.tiny import tiny_llama
 
@@ -115,27 +312,181 @@ def _load_model(config: TrainConfig, tokenizer):
             except (ValueError, ImportError) as err:
                 raise PLWError(_first_line(err), field="attn_implementation") from None
         return model
-    from transformers import AutoModelForCausalLM
+    from plw.train.model import load_model
 
-    dtype = {"auto": torch.float32, "float32": torch.float32, "bfloat16": torch.bfloat16,
-             "float16": torch.float16}[config.dtype]
-    extra = {"attn_implementation": config.attn_implementation} if config.attn_implementation else {}
-    try:
-        model = AutoModelForCausalLM.from_pretrained(config.model, dtype=dtype, **extra)
-    except (OSError, ValueError, ImportError) as err:
-        field = "attn_implementation" if extra and "attn" in str(err).lower() else "model"
-        raise PLWError(f"cannot load model: {str(err).splitlines()[0]}", field=field)
+    model = load_model(config.model, dtype=config.dtype, attn_implementation=config.attn_implementation)
     if model.config.pad_token_id is None and tokenizer.pad_token_id is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model
 
 
-def _tokenize(records, tokenizer, config: TrainConfig):
-    from plw.data.encode import tokenize_dataset
+# ---- trainer --------------------------------------------------------------------------------
 
-    rows, report = tokenize_dataset(records, tokenizer, template=config.template,
-                                    plw=config.prompt_loss_weight, max_length=config.max_length)
-    return rows, report
+def _training_arguments(config: TrainConfig, setup: _SetUp, *, has_val: bool):
+    import torch
+    from transformers import TrainingArguments
+
+    bf16 = setup.cuda and config.dtype == "auto" and torch.cuda.is_bf16_supported()
+    # A GPU without bf16 (T4, V100): fp32 weights under fp16 autocast with loss scaling. plw's loss
+    # computes fp16 in fp32 and keeps its gradients fp32 until the scale is applied (docs/loss.md).
+    fp16 = setup.cuda and config.dtype == "auto" and not bf16
+    try:
+        args = TrainingArguments(**_training_kwargs(config, setup.out, setup.split.accumulation, bf16, fp16,
+                                                    has_val, setup.cuda, setup.split.world_size))
+    except ValueError as err:  # a setting TrainingArguments refuses: one line, nothing written
+        raise PLWError(_first_line(err), field="TrainingArguments") from None
+    check_single_process_gpus(args.n_gpu, setup.split.world_size)
+    return args
+
+
+def _build_trainer(config: TrainConfig, setup: _SetUp, data: _Data, model, args, progress: bool):
+    """`PLWTrainer` with plw's callbacks, and the initial trainable weights (diagnostics, Minkowski)."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from plw.train.callbacks import MetricsCallback, RichProgressCallback
+    from plw.train.collator import PLWCollator
+    from plw.train.diagnostics import snapshot
+    from plw.train.trainer import PLWTrainer
+
+    has_val = bool(data.val_rows)
+    # Trainable tensors only: the reference for the distances (computed by the main process) and
+    # the Minkowski penalty (every process). Other ranks keep a copy only when the penalty needs
+    # it. Every process calls snapshot: under ZeRO-3 gathering a parameter is a collective.
+    initial = snapshot(model, keep=is_main_process() or bool(config.regularisers.minkowski_coef))
+    trainer = PLWTrainer(
+        model=model, args=args, train_dataset=_ListDataset(data.train_rows),
+        eval_dataset=_ListDataset(data.val_rows) if has_val else None,
+        data_collator=PLWCollator(data.tokenizer.pad_token_id, packing=config.packing),
+        processing_class=data.tokenizer,
+        normalizer=config.normalizer, label_smoothing=config.regularisers.label_smoothing,
+        track_prompt_nll=config.log_prompt_nll, loss_backend=config.loss_backend,
+        loss_strategy=config.loss_strategy,
+        minkowski_coef=config.regularisers.minkowski_coef, minkowski_p=config.regularisers.minkowski_p,
+        initial_params=initial,
+    )
+    try:
+        check_sharding(trainer, config)
+    except PLWError:
+        # Some Trainer set-ups (DeepSpeed) create output_dir already: leave no empty folder behind.
+        out = setup.out
+        if not setup.out_existed and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    last = setup.last_checkpoint
+    resume_step = int(Path(last).name.split("-")[-1]) if last else None
+    trainer.add_callback(MetricsCallback(trainer, setup.out / "metrics.jsonl", resume_step=resume_step))
+    if progress:
+        trainer.add_callback(RichProgressCallback(f"plw train (PLW {config.prompt_loss_weight:g})"))
+    return trainer, initial
+
+
+# ---- train ----------------------------------------------------------------------------------
+
+def _write_start(config: TrainConfig, setup: _SetUp, tokenizer, trainer) -> None:
+    """Everything could fail on bad input until here; now the output directory is written."""
+    out = setup.out
+    out.mkdir(parents=True, exist_ok=True)
+    if not trainer.accelerator.is_main_process:
+        return
+    if setup.clear_previous:
+        clear_previous_run(out)
+    save_config(config, out / "config.yaml", header=(
+        f"plw train: {setup.split.describe()}\n"
+        f"per_device_batch_size below is the micro-batch that ran (world size {setup.split.world_size}, "
+        f"gradient accumulation {setup.split.accumulation})"))
+    if not setup.last_checkpoint:
+        tokenizer.save_pretrained(str(out))
+
+
+def clear_previous_run(out: Path) -> None:
+    """`--overwrite`: remove what a previous run left (checkpoints, metrics, config)."""
+    for ckpt in out.glob("checkpoint-*"):
+        if ckpt.is_dir() and not ckpt.is_symlink():
+            shutil.rmtree(ckpt)
+    for name in ("metrics.jsonl", "metrics.json", "config.yaml"):
+        if (out / name).is_file():
+            (out / name).unlink()
+
+
+def _run_trainer(trainer, setup: _SetUp, progress: bool) -> None:
+    try:
+        with _quiet_hf_bars(progress):
+            trainer.train(resume_from_checkpoint=setup.last_checkpoint)
+    except KeyboardInterrupt:
+        if is_main_process():
+            every = setup.config.save_steps
+            print(f"\ninterrupted: run the same command again to resume from the last checkpoint in "
+                  f"{setup.out} (saved every {every} steps); --overwrite starts afresh", file=sys.stderr)
+        raise
+
+
+# ---- finish ---------------------------------------------------------------------------------
+
+def _finish(config: TrainConfig, setup: _SetUp, data: _Data, trainer, initial: dict, t0: float) -> TrainResult:
+    """Metrics and diagnostics, final weights, metrics.json; strip finished checkpoints."""
+    from plw.io import json_safe, write_json_atomic
+    from plw.train.callbacks import MetricsCallback, read_metrics
+    from plw.train.diagnostics import weight_distances
+
+    out = setup.out
+    metrics = _train_metrics(config, trainer, data)
+    # The wrapped model: under DeepSpeed that is the engine, which gathers ZeRO-3 partitions
+    # (`trainer.model` is the bare module there); accelerate unwraps DDP itself.
+    state = trainer.accelerator.get_state_dict(trainer.model_wrapped if trainer.model_wrapped is not None
+                                               else trainer.model)
+    if state is not None and trainer.accelerator.is_main_process:
+        metrics.update(weight_distances(initial, _match_names(state, initial), p=config.distance_p))
+    offset = next((c.tokens_offset for c in trainer.callback_handler.callbacks
+                   if isinstance(c, MetricsCallback)), 0)
+    metrics["train_tokens"] = int(offset + trainer.train_tokens_total())
+    metrics["wall_time_s"] = time.perf_counter() - t0
+    metrics["resumed_from"] = setup.last_checkpoint
+    metrics["batch"] = {"global_batch_size": setup.split.global_batch, "per_device_batch_size": setup.split.per_device,
+                        "gradient_accumulation_steps": setup.split.accumulation,
+                        "world_size": setup.split.world_size}
+    metrics["data"] = {k: r.to_dict() for k, r in data.reports.items() if r is not None}
+    _save_dir_atomic(trainer, out, state)
+    if trainer.accelerator.is_main_process:
+        # Strict JSON: undefined values (e.g. loss_rsd of a run shorter than one window) as null.
+        write_json_atomic(out / "metrics.json", json_safe(metrics))
+        if not config.keep_checkpoints:
+            strip_optimizer_state(out)
+    trainer.accelerator.wait_for_everyone()
+    history = read_metrics(out / "metrics.jsonl") if is_main_process() else []
+    trained = trainer.accelerator.unwrap_model(trainer.model)
+    return TrainResult(output_dir=out, model=trained, tokenizer=data.tokenizer,
+                       train_records=data.train_records, val_records=data.val_records, metrics=metrics,
+                       config=config, log_history=history)
+
+
+def _train_metrics(config: TrainConfig, trainer, data: _Data) -> dict[str, Any]:
+    from plw.train.diagnostics import loss_rsd, mean_train_loss
+
+    log = trainer.state.log_history
+    metrics: dict[str, Any] = {"prompt_loss_weight": config.prompt_loss_weight,
+                               "global_step": trainer.state.global_step}
+    metrics["step_losses"] = list(trainer.step_losses)
+    metrics["train_loss"] = mean_train_loss(trainer.step_losses)
+    metrics["loss_rsd"] = loss_rsd(trainer.step_losses, config.loss_window)
+    for key in ("prompt_nll", "completion_nll"):
+        vals = [r[key] for r in log if key in r]
+        if vals:
+            metrics[f"train_{key}"] = vals[-1]
+    if data.val_rows:
+        done = [r["eval_completion_nll"] for r in log
+                if "eval_completion_nll" in r and r.get("step") == trainer.state.global_step]
+        metrics["val_completion_nll"] = done[-1] if done else trainer.evaluate()["eval_completion_nll"]
+    return metrics
+
+
+def strip_optimizer_state(out: Path) -> None:
+    """A finished run's checkpoints keep weights and trainer state, not the optimizer (2× the model)."""
+    for ckpt in out.glob("checkpoint-*"):
+        for name in ("optimizer.pt", "optimizer.bin"):
+            if (ckpt / name).is_file():
+                (ckpt / name).unlink()
 
 
 def _save_dir_atomic(trainer, out: Path, state: dict | None = None) -> None:
@@ -177,181 +528,6 @@ def drop_tied_copies(state: dict, model) -> dict:
     drop = {k for k, source in tied.items() if k in state and source in state
             and torch.equal(state[k], state[source])}
     return {k: v for k, v in state.items() if k not in drop} if drop else state
-
-
-def train(config: TrainConfig | dict, *, progress: bool = True,
-          data_report: bool | None = None) -> TrainResult:
-    """Fine-tune `config.model` on `config.data` at `config.prompt_loss_weight`; return the result.
-
-    `data_report` (default: `progress`): print the tokenisation summary of the train and validation
-    sets (examples kept, truncated, dropped per reason) on stderr. The counts are always in
-    `metrics["data"]` and metrics.json.
-
-    Safe to call repeatedly in one process (each call builds its own model, trainer and state).
-    Under `accelerate launch`/`torchrun` every process calls it; rank 0 writes the outputs.
-    """
-    import torch
-    from transformers import TrainingArguments, set_seed
-    from transformers.trainer_utils import get_last_checkpoint
-
-    from plw.data.records import load_records
-    from plw.train.callbacks import MetricsCallback, RichProgressCallback, read_metrics
-    from plw.train.config import save_config
-    from plw.train.diagnostics import loss_rsd, snapshot, weight_distances
-    from plw.train.collator import PLWCollator
-    from plw.train.regularisers import set_dropout
-    from plw.train.trainer import PLWTrainer
-    from plw.io import json_safe, write_json_atomic
-
-    if not isinstance(config, TrainConfig):
-        config = TrainConfig.model_validate(config)
-    t0 = time.perf_counter()
-    out = Path(config.output_dir)
-    # Bad input fails below before anything is written: the output dir is created only after
-    # data, tokenizer, model (+ LoRA), TrainingArguments and the trainer are built.
-    last_ckpt = get_last_checkpoint(str(out)) if config.resume and out.is_dir() else None
-    out_existed = out.exists()
-
-    records = load_records(config.data, format=config.data_format)
-    if not records:
-        raise PLWError("no records", file=config.data, field="data")
-    train_records, val_records = split_records(records, config.val_fraction, config.max_val_examples,
-                                               config.seed)
-    tokenizer = _load_tokenizer(config, train_records, out)
-    train_rows, train_report = _tokenize(train_records, tokenizer, config)
-    val_rows, val_report = _tokenize(val_records, tokenizer, config) if val_records else ([], None)
-    reports = {"train": train_report, "val": val_report}
-    if not train_rows:
-        raise PLWError("no training examples left after tokenisation (" + train_report.summary() + ")",
-                       file=config.data, field="data")
-
-    # TrainingArguments first: it sets up the distributed state, so that loading can use DeepSpeed
-    # ZeRO-3's partitioned init and FSDP's rank-0-only (cpu_ram_efficient) loading.
-    world = _world_size()
-    per_step = config.per_device_batch_size * world
-    if config.global_batch_size % per_step:
-        raise PLWError(f"global_batch_size {config.global_batch_size} is not a multiple of "
-                       f"per_device_batch_size × processes = {per_step}", field="global_batch_size")
-    grad_accum = config.global_batch_size // per_step
-    cuda = torch.cuda.is_available()
-    bf16 = cuda and config.dtype == "auto" and torch.cuda.is_bf16_supported()
-    # A GPU without bf16 (T4, V100): fp32 weights under fp16 autocast with loss scaling. plw's loss
-    # computes fp16 in fp32 and keeps its gradients fp32 until the scale is applied (docs/loss.md).
-    fp16 = cuda and config.dtype == "auto" and not bf16
-    check_dtype(config)
-    has_val = bool(val_rows)
-    if config.loss_backend in ("cce", "liger") and not cuda:
-        raise PLWError(f"{config.loss_backend!r} runs on CUDA only; use 'auto' or 'torch' here",
-                       field="loss_backend")
-    if config.loss_strategy != "auto" and config.loss_backend not in ("auto", "torch"):
-        raise PLWError(f"loss_strategy {config.loss_strategy!r} is for plw's own engine "
-                       f"(loss_backend auto or torch), not {config.loss_backend!r}", field="loss_strategy")
-
-    try:
-        args = TrainingArguments(**_training_kwargs(config, out, grad_accum, bf16, fp16, has_val, cuda, world))
-    except ValueError as err:  # a setting TrainingArguments refuses: one line, nothing written
-        raise PLWError(_first_line(err), field="TrainingArguments") from None
-    check_single_process_gpus(args.n_gpu, world)
-    set_seed(config.seed)
-    model = _load_model(config, tokenizer)
-    set_dropout(model, attention=config.regularisers.attention_dropout,
-                hidden=config.regularisers.hidden_dropout)
-    if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-    if config.lora.enabled:
-        from peft import LoraConfig, get_peft_model
-
-        try:
-            model = get_peft_model(model, LoraConfig(
-                task_type="CAUSAL_LM", r=config.lora.r, lora_alpha=config.lora.alpha,
-                lora_dropout=config.lora.dropout, target_modules=config.lora.target_modules))
-        except ValueError as err:  # e.g. target_modules that match no layer
-            raise PLWError(_first_line(err), field="lora.target_modules") from None
-    # Trainable tensors only: the reference for the distances (computed by the main process) and
-    # the Minkowski penalty (every process). An fp32 CPU copy per process would be the model's size
-    # again in host memory on every rank: other ranks keep one only when the penalty needs it.
-    # Every process calls snapshot: under ZeRO-3 (zero.Init) gathering a partitioned parameter is
-    # a collective all ranks take part in; keep=False then drops the gathered copy.
-    needs_initial = is_main_process() or bool(config.regularisers.minkowski_coef)
-    initial = snapshot(model, keep=needs_initial)
-
-    collator = PLWCollator(tokenizer.pad_token_id, packing=config.packing)
-    trainer = PLWTrainer(
-        model=model, args=args, train_dataset=_ListDataset(train_rows),
-        eval_dataset=_ListDataset(val_rows) if has_val else None,
-        data_collator=collator, processing_class=tokenizer,
-        normalizer=config.normalizer, label_smoothing=config.regularisers.label_smoothing,
-        track_prompt_nll=config.log_prompt_nll, loss_backend=config.loss_backend,
-        loss_strategy=config.loss_strategy,
-        minkowski_coef=config.regularisers.minkowski_coef, minkowski_p=config.regularisers.minkowski_p,
-        initial_params=initial,
-    )
-    try:
-        check_sharding(trainer, config)
-    except PLWError:
-        # Some Trainer set-ups (DeepSpeed) create output_dir already: leave no empty folder behind.
-        if not out_existed and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
-        raise
-    from transformers.trainer_callback import ProgressCallback, PrinterCallback
-
-    trainer.remove_callback(PrinterCallback)
-    trainer.remove_callback(ProgressCallback)
-    resume_step = int(Path(last_ckpt).name.split("-")[-1]) if last_ckpt else None
-    trainer.add_callback(MetricsCallback(trainer, out / "metrics.jsonl", resume_step=resume_step))
-    if progress:
-        trainer.add_callback(RichProgressCallback(f"plw train (PLW {config.prompt_loss_weight:g})"))
-
-    # Everything above can fail on bad input (one error line); only now are the data counts
-    # printed and the output directory created.
-    if (progress if data_report is None else data_report) and is_main_process():
-        print_data_reports(reports)
-    out.mkdir(parents=True, exist_ok=True)
-    if trainer.accelerator.is_main_process:
-        save_config(config, out / "config.yaml")
-        if not last_ckpt:
-            tokenizer.save_pretrained(str(out))
-    with _quiet_hf_bars(progress):
-        trainer.train(resume_from_checkpoint=last_ckpt)
-
-    metrics: dict[str, Any] = {"prompt_loss_weight": config.prompt_loss_weight,
-                               "global_step": trainer.state.global_step}
-    history = read_metrics(out / "metrics.jsonl") if is_main_process() else []
-    losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
-    metrics["train_loss"] = losses[-1] if losses else float("nan")
-    metrics["step_losses"] = list(trainer.step_losses)
-    metrics["loss_rsd"] = loss_rsd(trainer.step_losses, config.loss_window)
-    for key in ("prompt_nll", "completion_nll"):
-        vals = [r[key] for r in trainer.state.log_history if key in r]
-        if vals:
-            metrics[f"train_{key}"] = vals[-1]
-    if has_val:
-        done = [r["eval_completion_nll"] for r in trainer.state.log_history
-                if "eval_completion_nll" in r and r.get("step") == trainer.state.global_step]
-        metrics["val_completion_nll"] = done[-1] if done else trainer.evaluate()["eval_completion_nll"]
-    # The wrapped model: under DeepSpeed that is the engine, which gathers ZeRO-3 partitions
-    # (`trainer.model` is the bare module there); accelerate unwraps DDP itself.
-    state = trainer.accelerator.get_state_dict(trainer.model_wrapped if trainer.model_wrapped is not None
-                                               else trainer.model)
-    if state is not None and trainer.accelerator.is_main_process:
-        current = _match_names(state, initial)
-        metrics.update(weight_distances(initial, current, p=config.distance_p))
-    metrics["train_tokens"] = int(trainer.callback_handler.callbacks and next(
-        (c.tokens_offset for c in trainer.callback_handler.callbacks if isinstance(c, MetricsCallback)), 0)
-        + trainer.train_tokens_total())
-    metrics["wall_time_s"] = time.perf_counter() - t0
-    metrics["resumed_from"] = last_ckpt
-    metrics["data"] = {k: r.to_dict() for k, r in reports.items() if r is not None}
-    _save_dir_atomic(trainer, out, state)
-    if trainer.accelerator.is_main_process:
-        # Strict JSON: undefined values (e.g. loss_rsd of a run shorter than one window) as null.
-        write_json_atomic(out / "metrics.json", json_safe(metrics))
-    trainer.accelerator.wait_for_everyone()
-
-    trained = trainer.accelerator.unwrap_model(trainer.model)
-    del trainer
-    return TrainResult(output_dir=out, model=trained, tokenizer=tokenizer, train_records=train_records,
-                       val_records=val_records, metrics=metrics, config=config, log_history=history)
 
 
 @contextlib.contextmanager

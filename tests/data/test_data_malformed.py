@@ -22,8 +22,6 @@ CASES = {
     "mixed-formats": ("d.jsonl", A + '\n{"prompt": "a", "completion": "b"}\n', 2, "record"),
     "missing-output": ("d.jsonl", A + '\n\n{"instruction": "a", "input": ""}\n', 3, "output"),
     "output-not-string": ("d.jsonl", '{"instruction": "a", "output": 42}\n', 1, "output"),
-    "empty-completion": ("d.json", '[{"instruction": "a", "output": "b"},\n {"instruction": "a", "output": "  "}]',
-                         2, "output"),
     "missing-instruction": ("d.jsonl", '{"input": "x", "output": "y"}\n', 1, "instruction"),
     "instruction-not-string": ("d.jsonl", '{"instruction": ["a"], "output": "y"}\n', 1, "instruction"),
     "empty-instruction": ("d.jsonl", '{"instruction": "", "output": "y"}\n', 1, "instruction"),
@@ -34,8 +32,8 @@ CASES = {
                       3, "encoding"),
     "raw-missing-completion": ("d.jsonl", '{"prompt": "2+2="}\n', 1, "completion"),
     "raw-prompt-not-string": ("d.jsonl", '{"prompt": 4, "completion": "x"}\n', 1, "prompt"),
-    "raw-empty-completion": ("d.jsonl", '{"prompt": "a", "completion": "x"}\n{"prompt": "a", "completion": ""}\n',
-                             2, "completion"),
+    "raw-null-completion": ("d.jsonl", '{"prompt": "a", "completion": "x"}\n{"prompt": "a", "completion": null}\n',
+                            2, "completion"),
     "chat-messages-not-list": ("d.jsonl", '{"messages": "hi"}\n', 1, "messages"),
     "chat-empty-messages": ("d.jsonl", '{"messages": []}\n', 1, "messages"),
     "chat-message-not-object": ("d.jsonl", '{"messages": ["hi"]}\n', 1, "messages[0]"),
@@ -45,8 +43,6 @@ CASES = {
     "chat-content-not-string": ("d.jsonl", '{"messages": [{"role": "user", "content": null}]}\n', 1,
                                 "messages[0].content"),
     "chat-no-assistant": ("d.jsonl", '{"messages": [{"role": "user", "content": "a"}]}\n', 1, "messages"),
-    "chat-empty-completion": ("d.jsonl", '{"messages": [{"role": "user", "content": "a"}, '
-                                         '{"role": "assistant", "content": ""}]}\n', 1, "messages[1].content"),
     "empty-file": ("d.jsonl", "\n\n", 1, "data"),
     # JSON \\u escapes can spell a lone surrogate: json.loads accepts it, tokenizers and UTF-8 writers do not.
     "lone-surrogate-instruction": ("d.jsonl", A + '\n{"instruction": "a\\ud800", "output": "b"}\n', 2, "instruction"),
@@ -123,21 +119,21 @@ def test_bad_arguments(tmp_path, capsys, argv, where):
 def test_skip_invalid_reports_counts(tmp_path, capsys):
     good = [{"instruction": f"Repeat {i}.", "input": "", "output": f"{i} " * 5} for i in range(6)]
     lines = [json.dumps(g) for g in good]
-    lines.insert(1, '{"instruction": "a", "output": ""}')
+    lines.insert(1, '{"instruction": "a", "output": null}')
     lines.insert(3, '{"instruction": "a", "output": 5}')
-    lines.insert(5, '{"instruction": "a", "output": ""}')
+    lines.insert(5, '{"instruction": "a", "output": null}')
     lines.insert(6, "{not json")
     path = _write(tmp_path, "d.jsonl", "\n".join(lines) + "\n")
     out = tmp_path / "inv.jsonl"
     rc, stdout, err = _run(capsys, ["invert", str(path), "-o", str(out), "--skip-invalid"])
     assert rc == 0, err
     assert "skipped 4 of 10 invalid records" in err
-    assert "2 × output: empty completion" in err and "1 × output: expected a string" in err
+    assert "2 × output: expected a string, got null" in err and "1 × output: expected a string, got a number" in err
     assert "1 × json: invalid JSON" in err
     assert len(out.read_text().splitlines()) == 6
     # without --skip-invalid the first bad record stops everything
     rc, _, err = _run(capsys, ["stats", str(path)])
-    assert rc == 2 and err.startswith(f"error: {path}:2: output: empty completion")
+    assert rc == 2 and err.startswith(f"error: {path}:2: output: expected a string, got null")
 
 
 def _one_error(capsys, argv, where):

@@ -92,17 +92,17 @@ def test_builtin_sources():
 
 def test_skip_invalid_warns_with_counts(tmp_path):
     path = tmp_path / "d.jsonl"
-    path.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "a", "output": ""}\n[1]\n')
+    path.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "a", "output": null}\n[1]\n')
     with pytest.warns(SkippedRecordsWarning, match=r"skipped 2 of 3 invalid records"):
         recs = load_records(path, skip_invalid=True)
     assert len(recs) == 1
     _, report = read_records(path, skip_invalid=True)
-    assert dict(report.skipped) == {"output: empty completion": 1, "record: expected a JSON object, got a list": 1}
+    assert dict(report.skipped) == {"output: expected a string, got null": 1, "record: expected a JSON object, got a list": 1}
     with warnings.catch_warnings():  # nothing skipped: no warning
         warnings.simplefilter("error")
         path.write_text('{"instruction": "a", "output": "b"}\n')
         assert len(load_records(path, skip_invalid=True)) == 1
-    path.write_text('{"instruction": "a", "output": ""}\n')
+    path.write_text('{"instruction": "a", "output": null}\n')
     with pytest.raises(PLWError, match="no valid records"):
         load_records(path, skip_invalid=True)
 

@@ -102,6 +102,6 @@ def test_missing_local_tokenizer_path(tmp_path, monkeypatch):
         with pytest.raises(PLWError, match="no such file or directory") as info:
             load_tokenizer(name)
         assert info.value.file == name
-    from plw.data.tokenizer import _looks_like_path
+    from plw.data.tokenizer import looks_like_path
 
-    assert not _looks_like_path("meta-llama/Llama-2-7b-hf") and not _looks_like_path("gpt2")
+    assert not looks_like_path("meta-llama/Llama-2-7b-hf") and not looks_like_path("gpt2")

@@ -73,7 +73,7 @@ def test_lora_trains_only_adapters(tmp_path):
 
 def test_resume_continues_the_same_run(tmp_path):
     full = tmp_path / "full"
-    cfg = dict(max_steps=6, save_steps=3, save_total_limit=3)
+    cfg = dict(max_steps=6, save_steps=3, save_total_limit=3, keep_checkpoints=True)  # optimizer state kept
     a = train(_cfg(full, **cfg), progress=False)
     # An interrupted run: the same output dir as it was right after the step-3 checkpoint.
     cut = tmp_path / "cut"
