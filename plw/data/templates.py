@@ -121,6 +121,11 @@ def chat_spans(record: Record, tokenizer) -> tuple[str, list[tuple[int, int, int
         if not full.startswith(end_text) or not end_text.startswith(head) or len(head) < prev_end:
             raise PLWError("the chat template is not prefix-stable, so turns cannot be located",
                            file=record_file(record), line=record_line(record), field=f"messages[{i}]")
-        spans.append((len(head), len(end_text), i))
+        end = len(end_text)
+        if m["role"] == "assistant":
+            # Whitespace after the turn's last token (ChatML's newline after <|im_end|>) is never
+            # generated: scaffolding, not completion.
+            end = len(head) + len(end_text[len(head):].rstrip()) or end
+        spans.append((len(head), end, i))
         prev_end = len(end_text)
     return full, spans
