@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from plw.errors import PLWError
 from plw.eval.spec import SHARED_DATA
+from plw.ui import progress_bar
 
 DEFAULT_ALPACA_EVAL = SHARED_DATA / "alpaca_eval" / "text_davinci_003_model_outputs.json"
 
@@ -248,15 +249,13 @@ def win_rate(instructions: Sequence[str], outputs: Sequence[str],
         return {"instruction": instructions[i], "model_first": model_first[i],
                 "judge_reply": reply, "preferred": first, "model_won": won}
 
-    from plw.eval.generation import progress_bar
-
     annotations = [None] * len(instructions)
-    with progress_bar(progress, "judging", len(instructions)) as advance, \
+    with progress_bar(progress, "judging", len(instructions)) as bar, \
             ThreadPoolExecutor(max_workers=judge.concurrency) as pool:
         for i, ann in zip(range(len(instructions)),
                           pool.map(judge_one, range(len(instructions)))):
             annotations[i] = ann
-            advance(1)
+            bar.advance(1)
     wins = [a["model_won"] for a in annotations if a["model_won"] is not None]
     n = len(wins)
     mean = sum(wins) / n if n else float("nan")
