@@ -119,7 +119,7 @@ def generation_lengths(model, tokenizer, instructions: Sequence[str] | None = No
     from plw.data.records import Record
 
     if instructions is None:
-        from plw.eval.judge import load_alpaca_eval
+        from plw.eval.alpaca_eval import load_alpaca_eval
 
         instructions = load_alpaca_eval(reference_file).instructions
     instructions = list(instructions)[:limit] if limit is not None else list(instructions)

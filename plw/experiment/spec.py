@@ -131,10 +131,8 @@ class JudgeSpec(BaseModel):
 
     @model_validator(mode="after")
     def _judge_config(self) -> "JudgeSpec":
-        try:
-            from plw.eval.judge import JudgeConfig
-        except ImportError:
-            return self
+        from plw.eval.judge import JudgeConfig
+
         JudgeConfig.model_validate(self.model_extra or {})
         return self
 
@@ -255,8 +253,6 @@ def load_spec(path: str | Path, *, check_files: bool = False) -> SweepSpec:
         spec = SweepSpec.model_validate(data)
     except ValidationError as err:
         raise validation_error(err, file=str(path), lines=lines) from None
-    from plw.experiment.grid import validate_train_overrides
-
     validate_train_overrides(spec, file=str(path), lines=lines)
     validate_suite(spec, file=str(path), lines=lines)
     if check_files:
@@ -267,15 +263,44 @@ def load_spec(path: str | Path, *, check_files: bool = False) -> SweepSpec:
     return spec
 
 
+def validate_train_overrides(spec: SweepSpec, *, file: str, lines: dict[tuple, int]) -> None:
+    """Check `train:` and each regulariser's overrides against `plw.train.TrainConfig` (when present)."""
+    from plw.train.config import TrainConfig
+
+    base = {"model": spec.models[0], "data": spec.datasets[0].source, "prompt_loss_weight": 0.0,
+            "seed": spec.seeds[0]}
+    checks = [(("train",), spec.train)] + [
+        (("regularizers", i, "train"), {**spec.train, **r.train}) for i, r in enumerate(spec.regularizers)]
+    checks += [(("datasets", i, "template"), {**spec.train, "template": d.template})
+               for i, d in enumerate(spec.datasets) if d.template is not None]
+    for prefix, overrides in checks:
+        try:
+            TrainConfig.model_validate({**base, **overrides})
+        except ValidationError as err:
+            loc = err.errors()[0]["loc"]
+            # An error in a global override reported inside a regulariser names the global key.
+            if prefix[0] == "regularizers" and loc and loc[0] not in prefix_keys(spec, prefix):
+                prefix = ("train",)
+            if prefix[0] == "datasets":
+                if loc and loc[0] == "template":
+                    loc_err = validation_error(err, file=file, lines=lines)
+                    raise type(loc_err)(loc_err.problem, file=file, line=line_of(lines, prefix),
+                                        field=format_loc(prefix)) from None
+                prefix = ("train",)
+            raise validation_error(err, file=file, lines=lines, prefix=prefix) from None
+
+
+def prefix_keys(spec: SweepSpec, prefix: tuple) -> set:
+    return set(spec.regularizers[prefix[1]].train)
+
+
 def validate_suite(spec: SweepSpec, *, file: str, lines: dict[tuple, int]) -> None:
     """Check `eval.suite`'s names before anything trains (a typo would otherwise surface only after
     every run's training). Suite and plw task names cost nothing; lm-eval's task registry is indexed
     (seconds) only when some other name is used, as `plw.eval.evaluate` does."""
-    try:
-        from plw.eval.harness import (BUILTIN_TASKS, LOCAL_TASKS, OFFLINE_TASKS, SUITES, resolve_suite,
-                                      task_manager_for)
-    except ImportError:  # plw.eval not installed: evaluate() reports it per run
-        return
+    from plw.eval.harness import (BUILTIN_TASKS, LOCAL_TASKS, OFFLINE_TASKS, SUITES, resolve_suite,
+                                  task_manager_for)
+
     suite = spec.eval.suite
     names = [suite] if isinstance(suite, str) else list(suite)
 
