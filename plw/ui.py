@@ -24,6 +24,16 @@ def table(*columns: str, title: str | None = None, **kwargs):
     return t
 
 
+def fmt_seconds(seconds: float) -> str:
+    """12s, 3m05s, 2h07m."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
 class progress_bar:  # noqa: N801 (used as a context manager)
     """A progress bar on stderr: description, bar, done/total, an info field, elapsed time and ETA.
 

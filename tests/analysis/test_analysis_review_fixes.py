@@ -63,7 +63,7 @@ def test_recommend_outside_the_swept_range_is_low_confidence(shared, tmp_path, c
 
 # 2. a stale store table ----------------------------------------------------------------------
 def test_stale_store_table_reads_the_result_files(tmp_path):
-    from plw.experiment.store import ResultsStore
+    from plw.results.store import ResultsStore
 
     store = ResultsStore(tmp_path / "store")
 
