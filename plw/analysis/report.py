@@ -208,8 +208,8 @@ def render_html(a: dict) -> str:
                                ["std. error", *r["se"].values(), None, None]]))
         out.append("<h3>OLS (earlier version)</h3>" + _ols_html(g["ols"]))
         if g.get("regularizers"):
-            out.append("<h3>Regularisers (Table 4)</h3>" + _table(
-                ["regulariser", "PLW", "relative aggregate", "runs"],
+            out.append("<h3>Regularizers (Table 4)</h3>" + _table(
+                ["regularizer", "PLW", "relative aggregate", "runs"],
                 [[r["regularizer"], r["plw"], r["relative"], r["runs"]] for r in g["regularizers"]["rows"]], left=1))
         aggs = g.get("aggregates", [])
         if aggs:
@@ -220,7 +220,7 @@ def render_html(a: dict) -> str:
     if "diagnostics" in figs:
         out.append("<h2>Diagnostics</h2>" + fig("diagnostics"))
     if "regularizers" in figs:
-        out.append("<h2>Regularisers</h2>" + fig("regularizers"))
+        out.append("<h2>Regularizers</h2>" + fig("regularizers"))
     out.append("<h2>Optimal PLW from R_g (GAM, Appendix D)</h2>" + _gam_html(a.get("gam", {})) + fig("gam_contour"))
     out.append("</body></html>\n")
     return "\n".join(out)

@@ -14,7 +14,7 @@ from plw import ui
 
 sweep_app = typer.Typer(
     name="sweep",
-    help="Factorial PLW sweeps: PLW levels × models × datasets × regularisers × seeds, each run "
+    help="Factorial PLW sweeps: PLW levels × models × datasets × regularizers × seeds, each run "
          "trained, evaluated and recorded in one tidy, resumable results table.",
     no_args_is_help=True,
 )
@@ -52,7 +52,7 @@ def plan_cmd(
 
 def plan_table(sweep, planned: list, limit: int = 200) -> list:
     """What `plw sweep plan` prints above its totals: a title line, a line with the factors that are
-    constant across the grid (model, regulariser, seed: not repeated as columns), and the table.
+    constant across the grid (model, regularizer, seed: not repeated as columns), and the table.
 
     Numbers, run IDs and statuses never wrap or truncate; long text (model and dataset names) folds
     onto more lines, so the table stays readable at 80 columns."""

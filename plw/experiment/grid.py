@@ -1,6 +1,6 @@
 """Grid expansion: the spec's factors → one `Run` per cell, with a stable run ID.
 
-The run ID is a hash of the run's canonical config (model, dataset, PLW, regulariser, seed, the
+The run ID is a hash of the run's canonical config (model, dataset, PLW, regularizer, seed, the
 training overrides and the evaluation settings), so it does not depend on the order of the grid,
 on YAML spelling (`1e-2` vs `0.01`) or on where the store lives. Changing anything that changes
 results gives a new ID; `plw sweep run` then trains that cell again. Evaluation knobs that only
@@ -37,7 +37,7 @@ class Run:
     plw: float
     regularizer: RegularizerSpec
     seed: int
-    train_overrides: dict[str, Any]  # spec.train merged with the regulariser's overrides
+    train_overrides: dict[str, Any]  # spec.train merged with the regularizer's overrides
     eval: dict[str, Any]  # all evaluation settings (the hashed config omits the speed-only ones)
     config: dict[str, Any] = field(repr=False)  # the canonical config that was hashed
 
@@ -110,7 +110,7 @@ def hashed_eval(eval_cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def expand(spec: SweepSpec) -> list[Run]:
-    """All cells: models × datasets × regularisers × PLW levels × seeds (regulariser PLW filters apply)."""
+    """All cells: models × datasets × regularizers × PLW levels × seeds (regularizer PLW filters apply)."""
     eval_cfg = spec.eval.model_dump(mode="json")
     eval_hashed = hashed_eval(eval_cfg)
     runs: list[Run] = []
@@ -136,7 +136,7 @@ def expand(spec: SweepSpec) -> list[Run]:
                                         seed=int(seed), train_overrides=overrides, eval=eval_cfg,
                                         config=config))
     ids = [r.run_id for r in runs]
-    if len(set(ids)) != len(ids):  # identical cells, e.g. a regulariser with no overrides twice
+    if len(set(ids)) != len(ids):  # identical cells, e.g. a regularizer with no overrides twice
         dup = next(r for r in runs if ids.count(r.run_id) > 1)
         raise PLWError(f"two grid cells have the same config (regularizer {dup.regularizer.name!r}, "
                        f"dataset {dup.dataset.name!r}, PLW {dup.plw:g})", field="regularizers")

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from plw import PAPER_PLW_LEVELS
 from plw.errors import PLWError
+from plw.train.config import upgrade_keys
 from plw.experiment.yamlpos import format_loc, line_of, load_yaml_with_lines
 
 _INVERT = re.compile(r"^\s*invert\(\s*(?P<src>.+?)\s*(?:,\s*target_ratio\s*=\s*(?P<r>[^)\s]+)\s*)?\)\s*$")
@@ -91,11 +92,16 @@ def _display_name(value: dict) -> str:
 
 
 class RegularizerSpec(_Strict):
-    """An alternative regulariser (paper §6.1): TrainConfig overrides, optionally at chosen PLWs."""
+    """An alternative regularizer (paper §6.1): TrainConfig overrides, optionally at chosen PLWs."""
 
     name: str
     train: dict[str, Any] = Field(default_factory=dict)
     plw: list[PLWLevel] | None = None  # the paper ran the alternatives at PLW 0 and 1 only
+
+    @field_validator("train")
+    @classmethod
+    def _train_keys(cls, v: dict) -> dict:
+        return upgrade_keys(v)  # the run ID hashes the current spelling
 
     @model_validator(mode="before")
     @classmethod
@@ -106,6 +112,11 @@ class RegularizerSpec(_Strict):
                                  "use {name: ..., train: {...}}")
             return {"name": "none"}
         return value
+
+    @field_validator("train")
+    @classmethod
+    def _train_keys(cls, v: dict) -> dict:
+        return upgrade_keys(v)  # the run ID hashes the current spelling
 
     @field_validator("name")
     @classmethod
@@ -264,7 +275,7 @@ def load_spec(path: str | Path, *, check_files: bool = False) -> SweepSpec:
 
 
 def validate_train_overrides(spec: SweepSpec, *, file: str, lines: dict[tuple, int]) -> None:
-    """Check `train:` and each regulariser's overrides against `plw.train.TrainConfig` (when present)."""
+    """Check `train:` and each regularizer's overrides against `plw.train.TrainConfig` (when present)."""
     from plw.train.config import TrainConfig
 
     base = {"model": spec.models[0], "data": spec.datasets[0].source, "prompt_loss_weight": 0.0,
@@ -278,7 +289,7 @@ def validate_train_overrides(spec: SweepSpec, *, file: str, lines: dict[tuple, i
             TrainConfig.model_validate({**base, **overrides})
         except ValidationError as err:
             loc = err.errors()[0]["loc"]
-            # An error in a global override reported inside a regulariser names the global key.
+            # An error in a global override reported inside a regularizer names the global key.
             if prefix[0] == "regularizers" and loc and loc[0] not in prefix_keys(spec, prefix):
                 prefix = ("train",)
             if prefix[0] == "datasets":

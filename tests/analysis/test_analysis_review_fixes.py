@@ -167,7 +167,7 @@ def _table(with_dataset: bool):
     return df if with_dataset else df.drop(columns="dataset")
 
 
-def test_diagnostics_use_only_unregularised_runs():
+def test_diagnostics_use_only_unregularized_runs():
     df, _ = load_results(_table(True))
     a = analyze_table(df, "raw")
     for g in a["groups"].values():
