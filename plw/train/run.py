@@ -134,7 +134,7 @@ def _tokenize(records, tokenizer, config: TrainConfig):
     from plw.data.encode import tokenize_dataset
 
     rows, report = tokenize_dataset(records, tokenizer, template=config.template,
-                                    plw=config.prompt_loss_weight, max_length=config.max_length)
+                                    prompt_loss_weight=config.prompt_loss_weight, max_length=config.max_length)
     return rows, report
 
 
