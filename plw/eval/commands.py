@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from plw import ui
+
 
 def register(app: typer.Typer) -> None:
     """Add this package's commands to `app`."""
@@ -30,9 +32,6 @@ def eval_command(
     .gguf file or a hub name. The suite, its data files and the output path are checked before the
     model is loaded.
     """
-    from rich.console import Console
-    from rich.table import Table
-
     from plw.data.tokenizer import load_tokenizer
     from plw.eval import evaluate
     from plw.eval.harness import resolve_suite
@@ -50,10 +49,10 @@ def eval_command(
         limit = int(limit)
     rows = evaluate(lm, tokenizer, specs, limit=limit, batch_size=batch_size, data_dir=data_dir,
                     all_metrics=all_metrics)
-    table = Table("benchmark", "metric", "score", "group")
+    table = ui.table("benchmark", "metric", "score", "group")
     for r in rows:
         table.add_row(r["benchmark"], r["metric"], f"{r['score']:.4f}", r["group"])
-    Console().print(table)
+    ui.console().print(table)
     if output is not None:
         write_json_atomic(output, rows)
 

@@ -1,8 +1,9 @@
 """plw.experiment: factorial PLW sweeps (`plw sweep plan|run`) and their results store (`plw results`).
 
-spec (YAML → `SweepSpec`) → grid (`expand` → `Run`s with stable IDs) → runner (local or Ray;
-`execute` = train → evaluate → rows) → store (per-run `result.json` → `results.parquet` +
-`results.sqlite`, rebuilt atomically) → `plw.analysis`.
+spec (YAML → `SweepSpec`) → grid (`expand` → `Run`s with stable IDs) → runner (one run loop,
+`schedule`, with a local or a Ray executor; `execute` = train → evaluate → rows) → `plw.results`
+store (per-run `result.json` → `results.parquet` + `results.sqlite`, rebuilt atomically), which
+`plw.analysis` reads. `ResultsStore`, `read_table` and `COLUMNS` are re-exported from there.
 
 Light to import: each name loads its module on first use.
 """
@@ -13,8 +14,8 @@ __all__ = ["SweepSpec", "load_spec", "Run", "expand", "run_sweep", "SweepOutcome
 _LAZY = {"SweepSpec": "plw.experiment.spec", "load_spec": "plw.experiment.spec",
          "Run": "plw.experiment.grid", "expand": "plw.experiment.grid",
          "run_sweep": "plw.experiment.runner", "SweepOutcome": "plw.experiment.runner",
-         "ResultsStore": "plw.experiment.store", "read_table": "plw.experiment.store",
-         "COLUMNS": "plw.experiment.store", "plan": "plw.experiment.plan"}
+         "ResultsStore": "plw.results.store", "read_table": "plw.results.store",
+         "COLUMNS": "plw.results.schema", "plan": "plw.experiment.plan"}
 
 
 def __getattr__(name):

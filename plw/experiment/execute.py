@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from plw import ui
 from plw.errors import PLWError
 from plw.experiment.grid import Run
 
@@ -190,11 +191,11 @@ def generation_instructions(name: str) -> tuple[list[str] | None, str]:
     """The generation-length prompt set: AlpacaEval's instructions, held-out synthetic ones, or a
     local data file's instructions. `auto` = AlpacaEval when its file is present, else builtin."""
     if name in ("auto", "alpaca_eval"):
-        try:
-            from plw.eval.judge import load_alpaca_eval
+        from plw.eval.judge import load_alpaca_eval
 
+        try:
             return list(load_alpaca_eval(None).instructions), "alpaca_eval"
-        except (ImportError, PLWError, OSError):
+        except (PLWError, OSError):
             if name == "alpaca_eval":
                 raise
     if name in ("auto", "builtin"):
@@ -233,9 +234,8 @@ def _status(enabled: bool, text: str):
 
     if not enabled:
         return contextlib.nullcontext()
-    from rich.console import Console
 
-    return Console(stderr=True).status(text)
+    return ui.console(stderr=True).status(text)
 
 
 def _finite(v) -> bool:

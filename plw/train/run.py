@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from plw import ui
 from plw.errors import PLWError
 from plw.train.config import TrainConfig, save_config
 
@@ -272,7 +273,7 @@ def _tokenize(records, tokenizer, config: TrainConfig):
     from plw.data.encode import tokenize_dataset
 
     rows, report = tokenize_dataset(records, tokenizer, template=config.template,
-                                    plw=config.prompt_loss_weight, max_length=config.max_length)
+                                    prompt_loss_weight=config.prompt_loss_weight, max_length=config.max_length)
     return rows, report
 
 
@@ -280,11 +281,11 @@ def _tokenize(records, tokenizer, config: TrainConfig):
 
 def _build_model(config: TrainConfig, tokenizer):
     """The model (tiny, hub, directory or GGUF) with dropout, checkpointing and LoRA applied."""
-    from plw.train.regularisers import set_dropout
+    from plw.train.regularizers import set_dropout
 
     model = _load_model(config, tokenizer)
-    set_dropout(model, attention=config.regularisers.attention_dropout,
-                hidden=config.regularisers.hidden_dropout)
+    set_dropout(model, attention=config.regularizers.attention_dropout,
+                hidden=config.regularizers.hidden_dropout)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     if config.lora.enabled:
@@ -352,16 +353,16 @@ def _build_trainer(config: TrainConfig, setup: _SetUp, data: _Data, model, args,
     # Trainable tensors only: the reference for the distances (computed by the main process) and
     # the Minkowski penalty (every process). Other ranks keep a copy only when the penalty needs
     # it. Every process calls snapshot: under ZeRO-3 gathering a parameter is a collective.
-    initial = snapshot(model, keep=is_main_process() or bool(config.regularisers.minkowski_coef))
+    initial = snapshot(model, keep=is_main_process() or bool(config.regularizers.minkowski_coef))
     trainer = PLWTrainer(
         model=model, args=args, train_dataset=_ListDataset(data.train_rows),
         eval_dataset=_ListDataset(data.val_rows) if has_val else None,
         data_collator=PLWCollator(data.tokenizer.pad_token_id, packing=config.packing),
         processing_class=data.tokenizer,
-        normalizer=config.normalizer, label_smoothing=config.regularisers.label_smoothing,
+        normalizer=config.normalizer, label_smoothing=config.regularizers.label_smoothing,
         track_prompt_nll=config.log_prompt_nll, loss_backend=config.loss_backend,
         loss_strategy=config.loss_strategy,
-        minkowski_coef=config.regularisers.minkowski_coef, minkowski_p=config.regularisers.minkowski_p,
+        minkowski_coef=config.regularizers.minkowski_coef, minkowski_p=config.regularizers.minkowski_p,
         initial_params=initial,
     )
     try:
@@ -547,10 +548,9 @@ def _quiet_hf_bars(quiet: bool):
 
 def print_data_reports(reports: dict, console=None) -> None:
     """One line per split on stderr: examples kept of records, tokens, truncated, dropped per reason."""
-    from rich.console import Console
     from rich.markup import escape
 
-    console = console or Console(stderr=True)
+    console = console or ui.console(stderr=True)
     for split, report in reports.items():
         if report is not None:
             style = "yellow" if report.n_dropped else "dim"
@@ -593,10 +593,10 @@ def check_sharding(trainer, config: TrainConfig) -> None:
         raise PLWError("ZeRO-3 needs zero3_save_16bit_model: true in the accelerate config "
                        "(stage3_gather_16bit_weights_on_model_save in a DeepSpeed json) so that plw can "
                        "save the trained model", field="accelerate config")
-    if config.regularisers.minkowski_coef and (fsdp or zero3):
+    if config.regularizers.minkowski_coef and (fsdp or zero3):
         raise PLWError(f"the Minkowski penalty needs whole parameters in every process, which "
                        f"{'FSDP' if fsdp else 'ZeRO-3'} shards: use one process, DDP or ZeRO <= 2",
-                       field="regularisers.minkowski_coef")
+                       field="regularizers.minkowski_coef")
 
 
 def _zero3_saves_16bit(plugin) -> bool:
