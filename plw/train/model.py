@@ -37,6 +37,7 @@ def check_model_source(name_or_path: str, *, field: str = "model") -> None:
     if is_gguf(name):
         if not path.is_file():
             raise PLWError("no such GGUF file", file=name, field=field)
+        check_gguf(path, field=field)
         return
     if not (looks_like_path(name) or path.exists()):
         return  # a hub id: checked when loaded
@@ -70,9 +71,7 @@ def load_model(name_or_path: str, *, dtype: str = "auto", attn_implementation: s
     path = Path(str(name_or_path)).expanduser()
     try:
         if (path / "adapter_config.json").is_file():
-            from peft import AutoPeftModelForCausalLM
-
-            return AutoPeftModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype(dtype), **extra)
+            return _load_adapter(path, dtype, attn_implementation, trust_remote_code)
         from transformers import AutoModelForCausalLM
 
         return AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=torch_dtype(dtype),
@@ -80,6 +79,20 @@ def load_model(name_or_path: str, *, dtype: str = "auto", attn_implementation: s
     except (OSError, ValueError, ImportError, KeyError) as err:
         where = "attn_implementation" if extra and "attn" in str(err).lower() else field
         raise PLWError(f"cannot load model: {_first_line(err)}", file=str(name_or_path), field=where) from None
+
+
+def _load_adapter(path: Path, dtype: str, attn_implementation, trust_remote_code: bool):
+    """A LoRA output: its base model through `load_model` (so a .gguf base works too), then the adapter."""
+    import json
+
+    from peft import PeftModel
+
+    base_name = json.loads((path / "adapter_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path")
+    if not base_name:
+        raise PLWError("adapter_config.json names no base_model_name_or_path", file=str(path), field="model")
+    base = load_model(base_name, dtype=dtype, attn_implementation=attn_implementation,
+                      trust_remote_code=trust_remote_code, field="base model")
+    return PeftModel.from_pretrained(base, str(path))
 
 
 def load_model_and_tokenizer(name_or_path: str, *, tokenizer: str | None = None, dtype: str = "auto",
@@ -109,7 +122,7 @@ def _load_gguf(path: Path, dtype, extra: dict, field: str):
     config = quantised.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    config.name_or_path = str(path)
+    config.name_or_path = str(path.resolve())  # a LoRA adapter records it as its base model
     try:
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, **extra)
     except (ValueError, ImportError) as err:
