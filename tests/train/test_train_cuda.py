@@ -13,7 +13,6 @@ import copy
 
 import pytest
 import torch
-from transformers import TrainerCallback
 
 pytestmark = pytest.mark.cuda
 
@@ -60,14 +59,19 @@ def _rel(a, b):
     return float((a.double() - b.double()).norm() / b.double().norm())
 
 
-class GradCapture(TrainerCallback):
-    """Copies of the gradients just before each optimizer step."""
+def grad_capture():
+    """A TrainerCallback keeping copies of the gradients just before each optimizer step (built here so
+    that collecting this module, on CPU machines too, does not import transformers)."""
+    from transformers import TrainerCallback
 
-    def __init__(self):
-        self.grads = []
+    class GradCapture(TrainerCallback):
+        def __init__(self):
+            self.grads = []
 
-    def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
-        self.grads.append({n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None})
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
+            self.grads.append({n: p.grad.detach().clone() for n, p in model.named_parameters()
+                               if p.grad is not None})
+    return GradCapture()
 
 
 def _check_run(model, capture, history, ref_loss, ref_grads):
@@ -105,7 +109,7 @@ def test_plwtrainer_bf16_autocast_steps(tmp_path):
     model = _model()
     collator = PLWCollator(0)
     ref_loss, ref_grads = _reference_step_grads(model, collator(rows))
-    capture = GradCapture()
+    capture = grad_capture()
     args = TrainingArguments(**_common(tmp_path), remove_unused_columns=False)
     trainer = PLWTrainer(model=model, args=args, train_dataset=_ListDataset(rows), data_collator=collator,
                          callbacks=[capture])
@@ -127,7 +131,7 @@ def test_trl_integration_bf16_autocast_steps(tmp_path):
     tok = train_tokenizer(["a small text for a tokenizer"] * 4, vocab_size=300)
     ds = datasets.Dataset.from_dict({"input_ids": [r["input_ids"] for r in rows],
                                      "completion_mask": [[int(c) for c in r["completion_mask"]] for r in rows]})
-    capture = GradCapture()
+    capture = grad_capture()
     args = integration.PLWSFTConfig(**_common(tmp_path), prompt_loss_weight=PLW, packing=False,
                                     max_length=SEQ)
     trainer = integration.PLWSFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
