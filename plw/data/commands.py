@@ -195,7 +195,7 @@ def _templated(records, tok, template: str) -> dict:
     """Mean prompt / completion tokens as trained (template, BOS and EOS included, no truncation)."""
     from plw.data.encode import tokenize_dataset
 
-    examples, _ = tokenize_dataset(records, tok, template=template, plw=1.0, max_length=10 ** 9)
+    examples, _ = tokenize_dataset(records, tok, template=template, prompt_loss_weight=1.0, max_length=10 ** 9)
     comp = [sum(e["completion_mask"]) for e in examples]
     prompt = [len(e["input_ids"]) - c for e, c in zip(examples, comp)]
     pm, cm = sum(prompt) / len(prompt), sum(comp) / len(comp)
