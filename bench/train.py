@@ -155,11 +155,10 @@ def worker(row: str, shape_name: str, steps: int, warmup: int) -> dict:
         from transformers import TrainingArguments
 
         from plw.train.collator import PLWCollator
-        from plw.train.run import _ListDataset
         from plw.train.trainer import PLWTrainer
 
         args = TrainingArguments(**common, remove_unused_columns=False)
-        trainer = PLWTrainer(model=model, args=args, train_dataset=_ListDataset(rows),
+        trainer = PLWTrainer(model=model, args=args, train_dataset=rows,
                              data_collator=PLWCollator(tok.pad_token_id), callbacks=[Timer()],
                              track_prompt_nll=row != "plw_0")
     trainer.train()

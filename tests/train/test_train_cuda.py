@@ -102,7 +102,6 @@ def test_plwtrainer_bf16_autocast_steps(tmp_path):
     from transformers import TrainingArguments
 
     from plw.train.collator import PLWCollator
-    from plw.train.run import _ListDataset
     from plw.train.trainer import PLWTrainer
 
     rows = _rows(4)
@@ -111,7 +110,7 @@ def test_plwtrainer_bf16_autocast_steps(tmp_path):
     ref_loss, ref_grads = _reference_step_grads(model, collator(rows))
     capture = grad_capture()
     args = TrainingArguments(**_common(tmp_path), remove_unused_columns=False)
-    trainer = PLWTrainer(model=model, args=args, train_dataset=_ListDataset(rows), data_collator=collator,
+    trainer = PLWTrainer(model=model, args=args, train_dataset=rows, data_collator=collator,
                          callbacks=[capture])
     trainer.train()
     _check_run(model, capture, trainer.state.log_history, ref_loss, ref_grads)
