@@ -9,7 +9,7 @@
 # PYTHON picks the interpreter (default python3; on the GPU machine that is the one with torch).
 set -u
 start=$(date +%s)
-cd "$(dirname "$0")/.."
+repo=$(cd "$(dirname "$0")/.." && pwd)
 dry=0; extra=(); out=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -30,7 +30,9 @@ while [ $# -gt 0 ]; do
 done
 out=${out:-${OUT:-}}
 [ -n "$out" ] || { echo "gpu_check.sh: give an output folder (or set OUT)" >&2; exit 2; }
+case "$out" in /*) ;; *) out="$PWD/$out" ;; esac  # relative to where it was called from
 mkdir -p "$out" || exit 2
+cd "$repo"
 py=${PYTHON:-python3}
 log="$out/gpu_check.log"
 if [ $dry = 0 ]; then
