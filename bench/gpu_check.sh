@@ -6,7 +6,8 @@
 #   bench/gpu_check.sh --dry-run [OUTDIR]  on a CPU machine: check that the wheel set resolves for the
 #       GPU machine and run every step without CUDA (tiny benchmark shapes).
 # Options: --skip-wheels (dry run without .whl/), --only STEP,... (wheels,probe,pytest,loss,train).
-# PYTHON picks the interpreter (default python3; on the GPU machine that is the one with torch).
+# PYTHON picks the interpreter (default python3; on the GPU machine that is the one with torch);
+# SITE the folder the wheels go to (default /tmp/site).
 set -u
 start=$(date +%s)
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,7 +23,7 @@ while [ $# -gt 0 ]; do
               esac
             done
             extra+=(--only "$2"); shift ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     -*) echo "gpu_check.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) [ -z "$out" ] || { echo "gpu_check.sh: one output folder only" >&2; exit 2; }; out=$1 ;;
   esac
@@ -35,21 +36,22 @@ mkdir -p "$out" || exit 2
 cd "$repo"
 py=${PYTHON:-python3}
 log="$out/gpu_check.log"
+site=${SITE:-/tmp/site}
 if [ $dry = 0 ]; then
   n=$(ls .whl/*.whl 2>/dev/null | wc -l)
-  echo "== installing $n wheels from .whl/ into /tmp/site" | tee -a "$log"
+  echo "== installing $n wheels from .whl/ into $site" | tee -a "$log"
   if [ "$n" -gt 0 ]; then
     # The device notes' invocation: no index, no dependencies (bench/gpu_wheels.txt names them all).
     timeout 90 "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-      --target /tmp/site .whl/*.whl >>"$log" 2>&1 || echo "wheel install FAILED (see $log)" | tee -a "$log"
+      --target "$site" .whl/*.whl >>"$log" 2>&1 || echo "wheel install FAILED (see $log)" | tee -a "$log"
   else
     echo "no wheels in .whl/: run bench/gpu_wheels.sh where PyPI is reachable, and carry .whl" | tee -a "$log"
   fi
-  export PYTHONPATH="$PWD:/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+  export PYTHONPATH="$PWD:$site${PYTHONPATH:+:$PYTHONPATH}"
 else
   export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 # The driver keeps every step inside 480 s from $start; this is the backstop (525 s < 9 minutes).
 left=$((525 - ($(date +%s) - start)))
-timeout -k 5 "$left" "$py" bench/gpu_check.py --out "$out" --start "$start" "${extra[@]}"
+timeout -k 5 "$left" "$py" bench/gpu_check.py --out "$out" --start "$start" ${extra[@]+"${extra[@]}"}
