@@ -288,6 +288,10 @@ def probe(modules=IMPORTS) -> dict:
             p = torch.cuda.get_device_properties(0)
             info["gpu"] = {"name": p.name, "capability": f"{p.major}.{p.minor}", "memory_bytes": p.total_memory,
                            "cuda": torch.version.cuda, "count": torch.cuda.device_count()}
+            try:
+                info["ceilings"] = ceilings()
+            except Exception as e:  # a ceiling that cannot be measured must not hide the rest
+                info["ceilings"] = f"FAILED: {e!r}"[:300]
     except Exception as e:  # the probe reports; it does not stop the check
         info["torch_error"] = repr(e)
     names = sorted(set(read_list(WHEELS_TXT)) | set(read_list(MACHINE_TXT)) - {"python"})
@@ -312,6 +316,39 @@ def probe(modules=IMPORTS) -> dict:
     except (OSError, subprocess.TimeoutExpired) as e:
         info["nvidia_smi"] = f"not available: {e}"
     return info
+
+
+def ceilings() -> dict:
+    """The two ceilings the benchmarks' figures are read against (median of 10 timed runs each, after
+    a warm-up, on random data): a bf16 8192³ matmul's rate and a 2 GiB device-to-device copy's rate."""
+    import statistics
+
+    import torch
+
+    def timed(fn, reps=10):
+        fn()
+        torch.cuda.synchronize()
+        out = []
+        for _ in range(reps):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            out.append(start.elapsed_time(end) / 1e3)
+        return statistics.median(out)
+
+    n = 8192
+    a, b = (torch.randn(n, n, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    mm_s = timed(lambda: a @ b)
+    del a, b
+    src = torch.randn(1 << 29, device="cuda")  # 2 GiB of fp32
+    dst = torch.empty_like(src)
+    copy_s = timed(lambda: dst.copy_(src))
+    nbytes = 2 * src.numel() * src.element_size()  # read + write
+    del src, dst
+    torch.cuda.empty_cache()
+    return {"bf16_matmul_tflops": 2 * n ** 3 / mm_s / 1e12, "copy_gb_per_s": nbytes / copy_s / 1e9}
 
 
 # ----------------------------------------------------------------------------------------- steps
