@@ -200,7 +200,7 @@ def train(config: TrainConfig | dict, *, progress: bool = True,
     from plw.train.diagnostics import loss_rsd, snapshot, weight_distances
     from plw.train.collator import PLWCollator
     from plw.train.regularisers import set_dropout
-    from plw.train.trainer import PLWTrainer
+    from plw.train.trainer import PLWTrainer, check_single_process_gpus
     from plw.io import json_safe, write_json_atomic
 
     if not isinstance(config, TrainConfig):
@@ -379,19 +379,6 @@ def print_data_reports(reports: dict, console=None) -> None:
         if report is not None:
             style = "yellow" if report.n_dropped else "dim"
             console.print(f"[{style}]{split} data: {escape(report.summary())}[/]")
-
-
-def check_single_process_gpus(n_gpu: int, world_size: int = 1) -> None:
-    """Refuse the HF Trainer's single-process multi-GPU mode (nn.DataParallel).
-
-    The PLW forward and the per-step normaliser assume one model replica per process (DDP, FSDP,
-    DeepSpeed); DataParallel scatters one process's batch over replicas and would gather per-replica
-    sums and means incorrectly.
-    """
-    if n_gpu > 1 and world_size <= 1:
-        raise PLWError(f"{n_gpu} GPUs visible to one process (the Trainer would use nn.DataParallel, "
-                       "which plw does not support): launch with `accelerate launch -m plw.cli train …` "
-                       "or `torchrun`, or pick one GPU with CUDA_VISIBLE_DEVICES=0", field="devices")
 
 
 def check_sharding(trainer, config: TrainConfig) -> None:
