@@ -134,7 +134,9 @@ def _tokenize(records, tokenizer, config: TrainConfig):
     from plw.data.encode import tokenize_dataset
 
     rows, report = tokenize_dataset(records, tokenizer, template=config.template,
-                                    plw=config.prompt_loss_weight, max_length=config.max_length)
+                                    plw=config.prompt_loss_weight, max_length=config.max_length,
+                                    role_weights=config.role_weights, last_turn_only=config.last_turn_only,
+                                    on_long_completion=config.on_long_completion)
     return rows, report
 
 
@@ -280,7 +282,8 @@ def train(config: TrainConfig | dict, *, progress: bool = True,
         model=model, args=args, train_dataset=_ListDataset(train_rows),
         eval_dataset=_ListDataset(val_rows) if has_val else None,
         data_collator=collator, processing_class=tokenizer,
-        normalizer=config.normalizer, label_smoothing=config.regularisers.label_smoothing,
+        normalizer=config.normalizer, completion_loss_weight=config.completion_loss_weight,
+        label_smoothing=config.regularisers.label_smoothing,
         track_prompt_nll=config.log_prompt_nll, loss_backend=config.loss_backend,
         loss_strategy=config.loss_strategy,
         minkowski_coef=config.regularisers.minkowski_coef, minkowski_p=config.regularisers.minkowski_p,
