@@ -224,7 +224,7 @@ class PLWLossMixin:
                      position_ids=inputs.get("position_ids"), labels=inputs["labels"], plw=request)
 
     def _penalty(self, model):
-        from plw.train.regularisers import minkowski_penalty
+        from plw.train.regularizers import minkowski_penalty
 
         inner = self.accelerator.unwrap_model(model)
         if self._device_initial is None:
