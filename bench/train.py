@@ -195,7 +195,13 @@ def smollm2_dir() -> Path:
 
         src, name = str(SMOLLM2_GGUF.parent), SMOLLM2_GGUF.name
         tmp = SFT_CACHE.with_name(SFT_CACHE.name + ".tmp")
-        AutoModelForCausalLM.from_pretrained(src, gguf_file=name).save_pretrained(tmp)
+        loaded = AutoModelForCausalLM.from_pretrained(src, gguf_file=name)
+        # A GGUF-loaded model refuses save_pretrained: copy its (dequantised) weights into a plain one.
+        config = loaded.config
+        config.quantization_config = None
+        plain = AutoModelForCausalLM.from_config(config)
+        plain.load_state_dict(loaded.state_dict())
+        plain.save_pretrained(tmp)
         AutoTokenizer.from_pretrained(src, gguf_file=name).save_pretrained(tmp)
         tmp.rename(SFT_CACHE)
     return SFT_CACHE

@@ -155,6 +155,8 @@ class PLWLossMixin:
         self._nll = torch.zeros(4, dtype=torch.float64, device=dev)
         self._step_loss = torch.zeros((), dtype=torch.float64, device=dev)
         self._tokens = torch.zeros((), dtype=torch.float64, device=dev)
+        # Σ w·ℓ, Σ N, completion NLL sum, completion count of the current evaluation.
+        self._eval_sums = torch.zeros(4, dtype=torch.float64, device=dev)
         self.step_losses: list[float] = []
 
     # ---- one normaliser per optimizer step ---------------------------------------------
@@ -296,21 +298,26 @@ class PLWLossMixin:
         stats = request.stats()
         sums = torch.stack([request.loss_value.double(), z.double(),
                             stats["completion_nll_sum"].double(), stats["n_completion"].double()])
-        self._eval_sums = sums.to(self.args.device) + getattr(self, "_eval_sums", 0)
+        self._eval_sums += sums.to(self._eval_sums)
         return (request.loss_value.double() / z).float().detach(), None, None
 
     def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
                         metric_key_prefix: str = "eval"):
-        """Every rank evaluates the whole set (no sharding, so no padded duplicates): exact sums."""
+        """Every rank evaluates the whole set (no sharding, so no padded duplicates): exact sums.
+
+        A dataset without a length (iterable) is read through the given dataloader instead."""
         from transformers.trainer_utils import EvalLoopOutput
 
         dataset = dataloader.dataset
         model = self.model_wrapped if self.model_wrapped is not None else self.model
-        self._eval_sums = torch.zeros(4, dtype=torch.float64, device=self.args.device)
-        size = self.args.per_device_eval_batch_size
-        n = len(dataset)
-        for start in range(0, n, size):
-            batch = self.data_collator([dataset[i] for i in range(start, min(start + size, n))])
+        self._eval_sums.zero_()
+        if hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__"):
+            size, n = self.args.per_device_eval_batch_size, len(dataset)
+            batches = (self.data_collator([dataset[i] for i in range(s, min(s + size, n))])
+                       for s in range(0, n, size))
+        else:
+            batches, n = dataloader, 0
+        for batch in batches:
             self.prediction_step(model, batch, True, ignore_keys)
             self.control = self.callback_handler.on_prediction_step(self.args, self.state, self.control)
         wl, z, c, n_c = self._eval_sums.tolist()
@@ -328,7 +335,9 @@ class PLWTrainer(PLWLossMixin, Trainer):
 
     def __init__(self, *args, **kwargs):
         targs = kwargs.get("args", args[1] if len(args) > 1 else None)
-        if getattr(targs, "remove_unused_columns", False):
+        if targs is None and len(args) <= 1:  # Trainer's own default would drop the weight columns
+            kwargs["args"] = PLWConfig(output_dir="trainer_output")
+        elif getattr(targs, "remove_unused_columns", False):
             raise PLWError("PLWTrainer needs remove_unused_columns=False so the weight columns reach "
                            "the loss (PLWConfig defaults to it)", field="remove_unused_columns")
         super().__init__(*args, **kwargs)
