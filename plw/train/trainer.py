@@ -30,7 +30,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from plw.errors import PLWError
-from plw.train.forward import PLWLossRequest, attach_plw_loss
+from plw.train.forward import LossRequest, attach_plw_loss
 
 NORMALIZER_NAMES = ("weight_sum", "nonzero_tokens", "completion_tokens")
 
@@ -196,7 +196,7 @@ class PLWLossMixin:
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # `num_items_in_batch` is ignored: transformers fills it with token counts, not PLW weights.
         training = model.training and self.step_normalizer is not None
-        request = PLWLossRequest(
+        request = LossRequest(
             inputs["weights"], inputs.get("completion_mask"),
             self.step_normalizer if training else self.plw_normalizer,
             label_smoothing=self.plw_label_smoothing if model.training else 0.0,
@@ -223,7 +223,7 @@ class PLWLossMixin:
     @staticmethod
     def _plw_forward(model, inputs, request):
         return model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
-                     position_ids=inputs.get("position_ids"), labels=inputs["labels"], plw=request)
+                     position_ids=inputs.get("position_ids"), labels=inputs["labels"], loss_request=request)
 
     def _penalty(self, model):
         from plw.train.regularizers import minkowski_penalty
@@ -283,7 +283,7 @@ class PLWLossMixin:
         kind = self.plw_normalizer if isinstance(self.plw_normalizer, str) else "weight_sum"
         # normalizer 1: the request's loss is the batch's Σ w·ℓ; every valid target is computed
         # (track_masked_nll) so the completion NLL covers completion tokens of any weight.
-        request = PLWLossRequest(inputs["weights"], inputs.get("completion_mask"), 1.0,
+        request = LossRequest(inputs["weights"], inputs.get("completion_mask"), 1.0,
                                  track_masked_nll=True, backend=self.plw_backend,
                                  strategy=self.plw_strategy, validate=False)
         was_training = model.training
@@ -359,9 +359,9 @@ def completion_nll(model, dataset, collator, *, batch_size: int = 8, device=None
             n = int(weights[:, 1:].sum())
             if n == 0:
                 continue
-            request = PLWLossRequest(weights, batch["completion_mask"], 1.0, backend=backend)
+            request = LossRequest(weights, batch["completion_mask"], 1.0, backend=backend)
             model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
-                  position_ids=batch.get("position_ids"), labels=batch["labels"], plw=request)
+                  position_ids=batch.get("position_ids"), labels=batch["labels"], loss_request=request)
             total += float(request.loss_value)  # full precision, whatever the wrapper returns
             count += n
     finally:
