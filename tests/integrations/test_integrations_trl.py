@@ -152,3 +152,13 @@ def test_bad_settings_are_refused(tmp_path):
     with pytest.raises(PLWError, match="generation"):
         PLWSFTTrainer(model=tiny_llama(tok2, hidden_size=32), args=PLWSFTConfig(output_dir=str(tmp_path), use_cpu=True),
                       train_dataset=ds, processing_class=tok2)
+
+
+def test_evaluate_prepares_a_raw_eval_set(tmp_path):
+    """`evaluate(raw dataset)` goes through TRL's preparation and reports plw's weighted loss."""
+    import datasets
+
+    _, tr = run("pc", prompt_completion(8), tmp_path, plw=0.5, steps=1)
+    metrics = tr.evaluate(eval_dataset=datasets.Dataset.from_list(prompt_completion(6, seed=5)))
+    assert metrics["eval_loss"] > 0 and metrics["eval_completion_nll"] > 0
+    assert metrics["eval_loss"] != metrics["eval_completion_nll"]  # the prompt tokens count at PLW 0.5
