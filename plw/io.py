@@ -7,7 +7,8 @@ umask, e.g. 0644 under umask 022). Rules for an existing path:
 - a symbolic link is followed: its target file is replaced and the link stays a link;
 - a character device or a FIFO (`/dev/null`, `/dev/stdout`, a named pipe) is written to directly,
   never replaced;
-- a directory or any other non-regular file is refused (`PLWError`, nothing written).
+- a directory or any other non-regular file is refused (an `OSError` naming the path, which the CLI
+  prints as one line with exit code 2; nothing written).
 
 `check_output_file` / `check_output_dir` run these checks up front, so that a command fails before
 any work; `check_not_input` refuses an output that is one of the command's inputs.
@@ -16,6 +17,7 @@ any work; `check_not_input` refuses an output that is one of the command's input
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -66,7 +68,7 @@ def _stream_like(path: Path) -> bool:
 
 
 def resolve_output(path: Path) -> Path:
-    """Where a write to `path` lands: a symlink's target; a refused PLWError for a non-regular file."""
+    """Where a write to `path` lands: a symlink's target; OSError for a non-regular file."""
     if path.is_symlink():
         path = Path(os.path.realpath(path))
     if path.exists() and not path.is_file() and not _stream_like(path):
@@ -75,14 +77,15 @@ def resolve_output(path: Path) -> Path:
 
 
 def raise_not_regular(path: Path):
-    from plw.errors import PLWError
-
+    # OSError, not PLWError: io sits beside errors in the layer order. The CLI prints an OSError
+    # as one line naming the path, with exit code 2.
+    code = errno.EISDIR if path.is_dir() else errno.EEXIST
     kind = "a directory" if path.is_dir() else "not a regular file"
-    raise PLWError(f"exists and is {kind}; plw never replaces it", file=str(path))
+    raise OSError(code, f"exists and is {kind}; plw never replaces it", str(path))
 
 
 def check_output_file(path: str | os.PathLike) -> None:
-    """Fail before any work (PLWError naming the path) if a file cannot be written at `path`."""
+    """Fail before any work (OSError naming the path) if a file cannot be written at `path`."""
     path = Path(path)
     if _stream_like(path):
         return
@@ -92,34 +95,28 @@ def check_output_file(path: str | os.PathLike) -> None:
 
 def check_output_dir(path: str | os.PathLike) -> None:
     """Fail before any work if `path` is not (and cannot become) a writable directory."""
-    from plw.errors import PLWError
-
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise PLWError("exists and is not a directory", file=str(path))
+        raise OSError(errno.ENOTDIR, "exists and is not a directory", str(path))
     _check_writable_dir(path, path)
 
 
 def _check_writable_dir(directory: Path, shown: Path) -> None:
-    from plw.errors import PLWError
-
     ancestor = directory
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        raise PLWError(f"cannot write here: {ancestor} is not a directory", file=str(shown))
+        raise OSError(errno.ENOTDIR, f"cannot write here: {ancestor} is not a directory", str(shown))
     if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise PLWError(f"cannot write here: directory {ancestor} is not writable", file=str(shown))
+        raise OSError(errno.EACCES, f"cannot write here: directory {ancestor} is not writable", str(shown))
 
 
 def check_not_input(output: str | os.PathLike, inputs) -> None:
     """Refuse an output path that is (or links to) one of the inputs: it would overwrite its own data."""
-    from plw.errors import PLWError
-
     out = os.path.realpath(output)
     for given in inputs:
         if given is not None and Path(str(given)).exists() and os.path.realpath(str(given)) == out:
-            raise PLWError(f"is also an input ({given}); write the output elsewhere", file=str(output))
+            raise OSError(errno.EEXIST, f"is also an input ({given}); write the output elsewhere", str(output))
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

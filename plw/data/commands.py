@@ -82,9 +82,9 @@ def _check_outputs(*paths, inputs=()) -> None:
             continue
         try:
             check_output_dir(path) if directory else check_output_file(path)
+            check_not_input(path, inputs)
         except OSError as err:
-            raise PLWError(f"cannot write here: {err.strerror or err}", file=str(path)) from None
-        check_not_input(path, inputs)
+            raise PLWError(err.strerror or str(err), file=str(err.filename or path)) from None
         key = os.path.realpath(path)
         if key in seen and not key.startswith("/dev/"):
             raise PLWError(f"the same path is given for two outputs ({seen[key]})", file=str(path))

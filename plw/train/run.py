@@ -172,14 +172,12 @@ def _set_up(config: TrainConfig, overwrite: bool) -> _SetUp:
 
 def check_output_dir(out: Path) -> None:
     """The output directory must be a directory (or creatable) and writable; never a file."""
-    if out.exists() and not out.is_dir():
-        raise PLWError("exists and is not a directory", file=str(out), field="output_dir")
-    ancestor = out
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
-        raise PLWError(f"cannot write here: {ancestor} is not a writable directory", file=str(out),
-                       field="output_dir")
+    from plw.io import check_output_dir as check_dir
+
+    try:
+        check_dir(out)
+    except OSError as err:
+        raise PLWError(err.strerror or str(err), file=str(out), field="output_dir") from None
 
 
 def check_data_source(data: str, out: Path) -> None:
