@@ -344,13 +344,13 @@ def check_inputs(spec: SweepSpec, *, file: str, lines: dict[tuple, int]) -> None
         try:
             check_model_source(model)
         except PLWError as err:
-            raise PLWError(f"{err.problem}: {model}", file=file, line=line_of(lines, ("models", i)),
+            raise PLWError(f"{err.problem}: {spec.as_written(model)}", file=file, line=line_of(lines, ("models", i)),
                            field=f"models[{i}]") from None
     for i, d in enumerate(spec.datasets):
         src = Path(d.source)
         if not d.source.startswith("builtin") and (src.suffix in _FILE_SUFFIXES or src.is_absolute()) \
                 and not src.exists():
-            raise PLWError(f"no such file: {d.source}", file=file,
+            raise PLWError(f"no such file: {spec.as_written(d.source)}", file=file,
                            line=line_of(lines, ("datasets", i)), field=f"datasets[{i}]")
     data_dir = spec.eval.options.get("data_dir")
     names = [spec.eval.suite] if isinstance(spec.eval.suite, str) else list(spec.eval.suite)
