@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from plw.data.records import ROLES, Record
-from plw.data.templates import as_messages, chat_spans, check_template, render, _file, _line
+from plw.data.schema import record_file, record_line
+from plw.data.templates import as_messages, chat_spans, check_template, render
 from plw.data.tokenizer import encode_with_offsets, prefix_special_ids
 from plw.errors import PLWError
 
@@ -144,7 +145,7 @@ class _Encoder:
             content = msgs[i]["content"].strip()
             if role in self.role_weights and content and content not in text[start:end]:
                 raise PLWError(f"the chat template moves the {role} message into another turn, so a "
-                               f"{role} weight cannot be applied", file=_file(record), line=_line(record),
+                               f"{role} weight cannot be applied", file=record_file(record), line=record_line(record),
                                field=f"messages[{i}]")
             char_w[start:end] = [w] * (end - start)
             char_c[start:end] = [c] * (end - start)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 from urllib.parse import parse_qs
 
+from plw.data.schema import Record
 from plw.errors import PLWError
 
 FORMATS = ("alpaca", "raw", "chat")
@@ -35,35 +36,6 @@ _FIELDS = {
     "chat": (("messages", True),),
 }
 _COMPLETION_FIELD = {"alpaca": "output", "raw": "completion"}
-
-
-@dataclass(frozen=True)
-class Record:
-    """One instruction instance, normalised from any format."""
-
-    instruction: str = ""
-    input: str = ""
-    output: str = ""
-    prompt: str | None = None            # OpenAI legacy prompt/completion
-    completion: str | None = None
-    messages: tuple[dict, ...] | None = None  # chat: ({"role": ..., "content": ...}, ...)
-    source: str = ""                     # "FILE:LINE", for error messages
-
-    @property
-    def format(self) -> str:
-        if self.messages is not None:
-            return "chat"
-        if self.completion is not None:
-            return "raw"
-        return "alpaca"
-
-    def to_json(self) -> dict:
-        """The record as it would be written in its own format."""
-        if self.format == "chat":
-            return {"messages": [dict(m) for m in self.messages]}
-        if self.format == "raw":
-            return {"prompt": self.prompt, "completion": self.completion}
-        return {"instruction": self.instruction, "input": self.input, "output": self.output}
 
 
 @dataclass
