@@ -104,7 +104,8 @@ def main() -> None:
         for j in jobs:
             c.fine_tuning.jobs.cancel(j)
         out = {"bench": "serve", "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
-               "python": platform.python_version(), "idle": idle,
+               "python": platform.python_version(), "load_average_1_5_15": [round(x, 1) for x in os.getloadavg()],
+               "idle": idle,
                "loaded": {**loaded, "jobs_running_before": running_before, "jobs_running_after": running_after},
                "p99_loaded_over_idle": round(loaded["p99_ms"] / max(idle["p99_ms"], 1e-9), 2),
                "target": {"p99_ms": 200, "errors": 0},
