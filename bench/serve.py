@@ -31,32 +31,56 @@ sys.path.insert(0, str(REPO / "tests" / "serve"))
 from serve_helpers import Server, create_key, write_chat_file  # noqa: E402
 
 
-async def client_loop(http, ids: dict, calls: int, latencies: list, errors: list) -> None:
-    paths = ["/files", f"/files/{ids['file']}", "/fine_tuning/jobs", f"/fine_tuning/jobs/{ids['job']}",
-             f"/fine_tuning/jobs/{ids['job']}/events", "/models"]
-    for i in range(calls):
-        path = paths[i % len(paths)]
-        t0 = time.perf_counter()
-        try:
-            r = await http.get(path)
-            if r.status_code != 200:
-                errors.append(f"{path}: {r.status_code}")
-        except Exception as err:  # timeouts, resets: counted, not fatal
-            errors.append(f"{path}: {type(err).__name__}")
-        latencies.append(time.perf_counter() - t0)
+class Conn:
+    """One keep-alive HTTP/1.1 connection with a minimal GET: the client's own CPU cost stays small
+    beside the server's (both share the machine's cores), so the latencies are the server's."""
+
+    def __init__(self, port: int, key: str):
+        self.port, self.auth = port, f"Authorization: Bearer {key}\r\n"
+        self.reader = self.writer = None
+
+    async def get(self, path: str) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{self.auth}\r\n".encode())
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:"))
+        return status, await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
 
-async def load(base_url: str, key: str, ids: dict, clients: int, calls: int) -> dict:
-    import httpx
+async def client_loop(port: int, key: str, ids: dict, calls: int, latencies: list, errors: list) -> None:
+    paths = ["/v1/files", f"/v1/files/{ids['file']}", "/v1/fine_tuning/jobs", f"/v1/fine_tuning/jobs/{ids['job']}",
+             f"/v1/fine_tuning/jobs/{ids['job']}/events", "/v1/models"]
+    conn = Conn(port, key)
+    try:
+        for i in range(calls):
+            path = paths[i % len(paths)]
+            t0 = time.perf_counter()
+            try:
+                status, body = await asyncio.wait_for(conn.get(path), 30)
+                if status != 200 or not body.startswith(b"{"):
+                    errors.append(f"{path}: {status}")
+            except Exception as err:  # timeouts, resets: counted, not fatal
+                errors.append(f"{path}: {type(err).__name__}")
+                conn.close()
+                conn = Conn(port, key)
+            latencies.append(time.perf_counter() - t0)
+    finally:
+        conn.close()
 
+
+async def load(port: int, key: str, ids: dict, clients: int, calls: int) -> dict:
     latencies: list[float] = []
     errors: list[str] = []
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=base_url, headers={"Authorization": f"Bearer {key}"},
-                                 limits=limits, timeout=30) as http:
-        t0 = time.perf_counter()
-        await asyncio.gather(*(client_loop(http, ids, calls, latencies, errors) for _ in range(clients)))
-        wall = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client_loop(port, key, ids, calls, latencies, errors) for _ in range(clients)))
+    wall = time.perf_counter() - t0
     lat = sorted(latencies)
     q = statistics.quantiles(lat, n=100)
     return {"clients": clients, "calls": len(lat), "errors": len(errors), "error_examples": errors[:5],
@@ -88,8 +112,8 @@ def main() -> None:
         # a finished-looking job id for the idle phase: a job created and cancelled at once
         ids["job"] = c.fine_tuning.jobs.create(training_file=f.id, model="builtin:tiny").id
         c.fine_tuning.jobs.cancel(ids["job"])
-        asyncio.run(load(server.base_url, key, ids, args.clients, 6))  # warm-up: connections, threads
-        idle = asyncio.run(load(server.base_url, key, ids, args.clients, args.calls))
+        asyncio.run(load(server.port, key, ids, args.clients, 6))  # warm-up: connections, threads
+        idle = asyncio.run(load(server.port, key, ids, args.clients, args.calls))
         jobs = [c.fine_tuning.jobs.create(training_file=f.id, model="builtin:tiny",
                                           hyperparameters={"n_epochs": 50, "batch_size": 2}).id
                 for _ in range(args.jobs)]
@@ -99,7 +123,7 @@ def main() -> None:
             time.sleep(1)
         running_before = sum(c.fine_tuning.jobs.retrieve(j).status == "running" for j in jobs)
         ids["job"] = jobs[0]
-        loaded = asyncio.run(load(server.base_url, key, ids, args.clients, args.calls))
+        loaded = asyncio.run(load(server.port, key, ids, args.clients, args.calls))
         running_after = sum(c.fine_tuning.jobs.retrieve(j).status == "running" for j in jobs)
         for j in jobs:
             c.fine_tuning.jobs.cancel(j)
