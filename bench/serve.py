@@ -75,17 +75,28 @@ async def client_loop(port: int, key: str, ids: dict, calls: int, latencies: lis
         conn.close()
 
 
-async def load(port: int, key: str, ids: dict, clients: int, calls: int) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` (Linux /proc)."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def load(port: int, key: str, ids: dict, clients: int, calls: int, server_pid: int) -> dict:
     latencies: list[float] = []
     errors: list[str] = []
+    c0 = cpu_seconds(server_pid)
     t0 = time.perf_counter()
     await asyncio.gather(*(client_loop(port, key, ids, calls, latencies, errors) for _ in range(clients)))
     wall = time.perf_counter() - t0
+    server_cpu = cpu_seconds(server_pid) - c0
     lat = sorted(latencies)
     q = statistics.quantiles(lat, n=100)
     return {"clients": clients, "calls": len(lat), "errors": len(errors), "error_examples": errors[:5],
             "p50_ms": round(q[49] * 1000, 1), "p99_ms": round(q[98] * 1000, 1), "max_ms": round(lat[-1] * 1000, 1),
-            "calls_per_s": round(len(lat) / wall, 1)}
+            "calls_per_s": round(len(lat) / wall, 1),
+            # the server's own CPU per call (its worker threads included): what the load costs on
+            # any machine, whatever else competes for the cores during the run
+            "server_cpu_ms_per_call": round(server_cpu / len(lat) * 1000, 2)}
 
 
 def main() -> None:
@@ -112,8 +123,8 @@ def main() -> None:
         # a finished-looking job id for the idle phase: a job created and cancelled at once
         ids["job"] = c.fine_tuning.jobs.create(training_file=f.id, model="builtin:tiny").id
         c.fine_tuning.jobs.cancel(ids["job"])
-        asyncio.run(load(server.port, key, ids, args.clients, 6))  # warm-up: connections, threads
-        idle = asyncio.run(load(server.port, key, ids, args.clients, args.calls))
+        asyncio.run(load(server.port, key, ids, args.clients, 6, server.proc.pid))  # warm-up: connections, threads
+        idle = asyncio.run(load(server.port, key, ids, args.clients, args.calls, server.proc.pid))
         jobs = [c.fine_tuning.jobs.create(training_file=f.id, model="builtin:tiny",
                                           hyperparameters={"n_epochs": 50, "batch_size": 2}).id
                 for _ in range(args.jobs)]
@@ -123,12 +134,14 @@ def main() -> None:
             time.sleep(1)
         running_before = sum(c.fine_tuning.jobs.retrieve(j).status == "running" for j in jobs)
         ids["job"] = jobs[0]
-        loaded = asyncio.run(load(server.port, key, ids, args.clients, args.calls))
+        loaded = asyncio.run(load(server.port, key, ids, args.clients, args.calls, server.proc.pid))
         running_after = sum(c.fine_tuning.jobs.retrieve(j).status == "running" for j in jobs)
         for j in jobs:
             c.fine_tuning.jobs.cancel(j)
         out = {"bench": "serve", "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
-               "python": platform.python_version(), "load_average_1_5_15": [round(x, 1) for x in os.getloadavg()],
+               "python": platform.python_version(),
+               # other users' processes on a shared machine: p99 there measures their load too
+               "load_average_1_5_15": [round(x, 1) for x in os.getloadavg()],
                "idle": idle,
                "loaded": {**loaded, "jobs_running_before": running_before, "jobs_running_after": running_after},
                "p99_loaded_over_idle": round(loaded["p99_ms"] / max(idle["p99_ms"], 1e-9), 2),
