@@ -38,8 +38,9 @@ def test_kill9_mid_job_then_restart(tmp_path):
                                purpose="fine-tune")
         files_before = sorted((x.id, x.bytes, x.filename) for x in c.files.list())
         job = c.fine_tuning.jobs.create(training_file=f.id, model="builtin:tiny",
-                                        hyperparameters={"n_epochs": 4, "batch_size": 3, "prompt_loss_weight": 0.1})
-        # wait for the first per-epoch checkpoint (step 10), then kill the server hard
+                                        hyperparameters={"n_epochs": 12, "batch_size": 3, "prompt_loss_weight": 0.1})
+        # 120 steps: still running on a fast machine when the first per-epoch checkpoint (step 10)
+        # shows; then kill the server hard
         assert wait_for(lambda: any(k.step_number == 10 for k in c.fine_tuning.jobs.checkpoints.list(job.id)), 120)
         assert train_processes(job.id)
         server.kill9()
@@ -54,12 +55,12 @@ def test_kill9_mid_job_then_restart(tmp_path):
         events = list(c.fine_tuning.jobs.list_events(job.id, limit=1000))
         assert any(e.message.startswith("Resuming the job") for e in events)
         steps = Counter(e.data["step"] for e in events if e.type == "metrics" and "train_loss" in e.data)
-        assert sorted(steps) == list(range(1, 41)) and max(steps.values()) == 1  # every step once
+        assert sorted(steps) == list(range(1, 121)) and max(steps.values()) == 1  # every step once
         messages = Counter(e.message for e in events if e.type == "message")
         assert messages["The job has successfully completed"] == 1
         assert messages["Fine-tuning job started"] == 1
         ckpts = [k.step_number for k in c.fine_tuning.jobs.checkpoints.list(job.id, limit=100)]
-        assert len(ckpts) == len(set(ckpts)) and 10 in ckpts and 40 in ckpts
+        assert len(ckpts) == len(set(ckpts)) and 10 in ckpts and 120 in ckpts
         assert job.fine_tuned_model in [m.id for m in c.models.list()]
         assert other.id in [x.id for x in c.files.list()]
     finally:
