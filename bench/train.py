@@ -4,6 +4,13 @@
     python bench/train.py --quick         # a small shape, for a smoke run
     python bench/train.py --gpu           # Llama-3.2-1B-shaped random init in bf16 (needs CUDA)
     python bench/train.py --gpu --quick   # the GPU rows on the small shape (a CPU smoke run of them)
+    python bench/train.py --smollm2       # the real SmolLM2-135M-Instruct on real data, TRL's pipeline
+
+--smollm2 rows (TRL's own data pipeline for all: the same tokens, batches and truncation): TRL's
+SFTTrainer with completion_only_loss (`sft_trl_completion_only`) vs plw's PLWSFTTrainer at PLW 0,
+0.1 and 1 (`sft_plw_0`, ...), on `../shared/models/smollm2-135m-instruct` (the GGUF dequantised
+once to fp32 safetensors in /tmp/plw-bench-smollm2) and `../shared/data/instructions/
+alpaca_gpt4_demo.json` as prompt-completion pairs (max_length 512), fp32 on the CPU.
 
 Rows (each in a fresh subprocess, same random-init model, same data, same batch shape, no packing —
 every example is exactly `seq` tokens, so padding plays no part):
@@ -90,10 +97,46 @@ def _rows(shape, n, plw):
     return rows
 
 
+def step_timer(gpu: bool, warmup: int):
+    """A callback timing each optimizer step from the previous step's end to its own, so everything
+    the trainer does per step (fetching the micro-batches, plw's normaliser, the step) is timed; the
+    memory window starts after `warmup` steps. Fills `.times`, `.cpu_times` and `.mem["base"]`."""
+    import torch
+    from transformers import TrainerCallback
+
+    class Timer(TrainerCallback):
+        def __init__(self):
+            self.times: list[float] = []
+            self.cpu_times: list[float] = []
+            self.mem: dict = {}
+
+        def _now(self):
+            if gpu:
+                torch.cuda.synchronize()
+            return time.perf_counter(), time.process_time()
+
+        def on_step_end(self, args, state, control, **kw):
+            t, c = self._now()
+            if state.global_step > warmup:
+                self.times.append(t - self.t)
+                self.cpu_times.append(c - self.c)
+            elif state.global_step == warmup:  # warm-up done: start the memory window here
+                if gpu:
+                    torch.cuda.reset_peak_memory_stats()
+                    self.mem["base"] = torch.cuda.memory_allocated()
+                else:
+                    with open("/proc/self/clear_refs", "w") as fh:
+                        fh.write("5")
+                    self.mem["base"] = _rss_kb("VmRSS") * 1024
+                t, c = self._now()
+            self.t, self.c = t, c
+
+    return Timer()
+
+
 def worker(row: str, shape_name: str, steps: int, warmup: int) -> dict:
     import torch
     import trl  # noqa: F401  (every row imports TRL, so the resident-set baselines match)
-    from transformers import TrainerCallback
 
     # One thread by default: the CPU is shared, and process CPU time per step is then a clean
     # measure of the work (OpenMP spin-waiting would inflate it with more threads).
@@ -110,34 +153,8 @@ def worker(row: str, shape_name: str, steps: int, warmup: int) -> dict:
     from plw.data.tokenizer import train_tokenizer
 
     tok = train_tokenizer(["a small text for a tokenizer"] * 4, vocab_size=300)
-    times: list[float] = []
-    cpu_times: list[float] = []
-    mem: dict = {}
-
-    class Timer(TrainerCallback):
-        """Step time = from one optimizer step's end to the next's, so that everything the trainer
-        does per step (fetching the micro-batches, plw's normaliser, the step itself) is timed."""
-
-        def _now(self):
-            if gpu:
-                torch.cuda.synchronize()
-            return time.perf_counter(), time.process_time()
-
-        def on_step_end(self, args, state, control, **kw):
-            t, c = self._now()
-            if state.global_step > warmup:
-                times.append(t - self.t)
-                cpu_times.append(c - self.c)
-            elif state.global_step == warmup:  # warm-up done: start the memory window here
-                if gpu:
-                    torch.cuda.reset_peak_memory_stats()
-                    mem["base"] = torch.cuda.memory_allocated()
-                else:
-                    with open("/proc/self/clear_refs", "w") as fh:
-                        fh.write("5")
-                    mem["base"] = _rss_kb("VmRSS") * 1024
-                t, c = self._now()
-            self.t, self.c = t, c
+    timer = step_timer(gpu, warmup)
+    times, cpu_times, mem = timer.times, timer.cpu_times, timer.mem
 
     common = dict(output_dir=f"/tmp/plw-bench-{row}", per_device_train_batch_size=shape["batch"],
                   gradient_accumulation_steps=1, learning_rate=1e-5, max_steps=total, report_to="none",
@@ -150,7 +167,7 @@ def worker(row: str, shape_name: str, steps: int, warmup: int) -> dict:
         ds = datasets.Dataset.from_dict({"input_ids": [r["input_ids"] for r in rows],
                                          "completion_mask": [[int(c) for c in r["completion_mask"]] for r in rows]})
         args = SFTConfig(**common, completion_only_loss=True, packing=False, max_length=shape["seq"])
-        trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, callbacks=[Timer()])
+        trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, callbacks=[timer])
     else:
         from transformers import TrainingArguments
 
@@ -159,7 +176,7 @@ def worker(row: str, shape_name: str, steps: int, warmup: int) -> dict:
 
         args = TrainingArguments(**common, remove_unused_columns=False)
         trainer = PLWTrainer(model=model, args=args, train_dataset=rows,
-                             data_collator=PLWCollator(tok.pad_token_id), callbacks=[Timer()],
+                             data_collator=PLWCollator(tok.pad_token_id), callbacks=[timer],
                              track_prompt_nll=row != "plw_0")
     trainer.train()
     if gpu:
@@ -183,6 +200,96 @@ def gpu_liger_args(row: str) -> dict:
                                                               "cross_entropy": False}}
 
 
+# ----------------------------------------------------------------------- SmolLM2 through TRL's pipeline
+SFT_ROWS = ["sft_trl_completion_only", "sft_plw_0", "sft_plw_0.1", "sft_plw_1"]
+SHARED = REPO.parent / "shared"
+SMOLLM2_GGUF = SHARED / "models" / "smollm2-135m-instruct" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+SFT_DATA = SHARED / "data" / "instructions" / "alpaca_gpt4_demo.json"
+SFT_CACHE = Path("/tmp/plw-bench-smollm2")
+SFT_SHAPE = dict(batch=4, max_length=512)
+
+
+def smollm2_dir() -> Path:
+    """The GGUF dequantised once to fp32 safetensors (transformers' GGUF loader), reused by every row."""
+    if not (SFT_CACHE / "config.json").is_file():
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        src, name = str(SMOLLM2_GGUF.parent), SMOLLM2_GGUF.name
+        tmp = SFT_CACHE.with_name(SFT_CACHE.name + ".tmp")
+        loaded = AutoModelForCausalLM.from_pretrained(src, gguf_file=name)
+        # A GGUF-loaded model refuses save_pretrained: copy its (dequantised) weights into a plain one.
+        config = loaded.config
+        config.quantization_config = None
+        plain = AutoModelForCausalLM.from_config(config)
+        plain.load_state_dict(loaded.state_dict())
+        plain.save_pretrained(tmp)
+        AutoTokenizer.from_pretrained(src, gguf_file=name).save_pretrained(tmp)
+        tmp.rename(SFT_CACHE)
+    return SFT_CACHE
+
+
+def sft_records(n: int) -> list[dict]:
+    """The first n Alpaca-GPT4 records as prompt-completion pairs."""
+    records = json.loads(SFT_DATA.read_text())[:n]
+    return [{"prompt": r["instruction"] + ("\n\n" + r["input"] if r["input"] else "") + "\n\n",
+             "completion": r["output"]} for r in records]
+
+
+def sft_worker(row: str, steps: int, warmup: int) -> dict:
+    import datasets
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
+    total = warmup + steps
+    path = str(smollm2_dir())
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(path)
+    ds = datasets.Dataset.from_list(sft_records(SFT_SHAPE["batch"] * total))
+    timer = step_timer(False, warmup)
+    common = dict(output_dir=f"/tmp/plw-bench-{row}", per_device_train_batch_size=SFT_SHAPE["batch"],
+                  max_length=SFT_SHAPE["max_length"], learning_rate=1e-5, max_steps=total, report_to="none",
+                  save_strategy="no", logging_steps=10_000, disable_tqdm=True, use_cpu=True, bf16=False,
+                  train_sampling_strategy="sequential", dataloader_num_workers=0, gradient_checkpointing=False)
+    if row == "sft_trl_completion_only":
+        from trl import SFTConfig, SFTTrainer
+
+        trainer = SFTTrainer(model=model, args=SFTConfig(**common, completion_only_loss=True), train_dataset=ds,
+                             processing_class=tok, callbacks=[timer])
+    else:
+        from plw.integrations.trl import PLWSFTConfig, PLWSFTTrainer
+
+        plw = float(row.rsplit("_", 1)[1])
+        trainer = PLWSFTTrainer(model=model, args=PLWSFTConfig(**common, prompt_loss_weight=plw), train_dataset=ds,
+                                processing_class=tok, callbacks=[timer])
+    batches = [trainer.data_collator([trainer.train_dataset[i] for i in range(s, s + SFT_SHAPE["batch"])])
+               for s in range(warmup * SFT_SHAPE["batch"], total * SFT_SHAPE["batch"], SFT_SHAPE["batch"])]
+    tokens = sum(int(b["attention_mask"].sum()) for b in batches) / steps
+    trainer.train()
+    step, cpu_step = statistics.median(timer.times), statistics.median(timer.cpu_times)
+    peak = _rss_kb("VmHWM") * 1024
+    return {"row": row, "step_s": step, "step_times_s": timer.times, "tokens_per_s": tokens / step,
+            "cpu_step_s": cpu_step, "cpu_step_times_s": timer.cpu_times, "tokens_per_cpu_s": tokens / cpu_step,
+            "tokens_per_step": tokens, "peak_bytes": peak,
+            "peak_over_base_bytes": peak - timer.mem.get("base", 0)}
+
+
+def sft_ratios(results: dict) -> dict:
+    """The --smollm2 rows' ratios (rows that did not run are left out)."""
+    results = {k: r for k, r in results.items() if "tokens_per_s" in r}
+    trl, ratios = results.get("sft_trl_completion_only"), {}
+    p0, p01, p1 = (results.get(f"sft_plw_{x}") for x in ("0", "0.1", "1"))
+    if trl and p0:
+        ratios["plw_0_throughput_vs_trl"] = p0["tokens_per_s"] / trl["tokens_per_s"]
+        ratios["plw_0_cpu_throughput_vs_trl"] = p0["tokens_per_cpu_s"] / trl["tokens_per_cpu_s"]
+        ratios["plw_0_peak_vs_trl"] = p0["peak_bytes"] / trl["peak_bytes"]
+        ratios["plw_0_peak_over_base_vs_trl"] = p0["peak_over_base_bytes"] / trl["peak_over_base_bytes"]
+    if p01 and p1:
+        ratios["plw_0.1_cpu_step_time_vs_plw_1"] = p01["cpu_step_s"] / p1["cpu_step_s"]
+        ratios["plw_0.1_step_time_vs_plw_1"] = p01["step_s"] / p1["step_s"]
+    return ratios
+
+
 # ----------------------------------------------------------------------------------------- driver
 def run_row(row: str, shape: str, steps: int, warmup: int, timeout: float | None = None) -> dict:
     """One row in a fresh process; a failure or timeout is recorded as {"row", "failed"}."""
@@ -194,6 +301,8 @@ def run_row(row: str, shape: str, steps: int, warmup: int, timeout: float | None
            "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, __file__, "--worker", row, "--shape", shape, "--steps", str(steps),
            "--warmup", str(warmup)]
+    if shape == "smollm2":
+        smollm2_dir()  # dequantise once, before any timed row
     try:
         res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -229,21 +338,26 @@ def main(argv=None) -> None:
                                                  f"with --gpu {','.join(GPU_ROWS)})")
     ap.add_argument("--row-timeout", type=float, default=None, help="seconds per row process")
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/train[_gpu|_quick].json)")
+    ap.add_argument("--smollm2", action="store_true", help="SmolLM2-135M through TRL's pipeline")
     ap.add_argument("--worker")
     ap.add_argument("--shape")
     args = ap.parse_args(argv)
     if args.warmup < 1:
         ap.error("--warmup must be >= 1 (a step time is measured from the previous step's end)")
     if args.worker:
-        print(json.dumps(worker(args.worker, args.shape, args.steps, args.warmup)))
+        work = sft_worker(args.worker, args.steps, args.warmup) if args.shape == "smollm2" else \
+            worker(args.worker, args.shape, args.steps, args.warmup)
+        print(json.dumps(work))
         return
     import torch
 
     if args.gpu and not args.quick and not torch.cuda.is_available():
         ap.error("--gpu needs CUDA (add --quick for a smoke run of the GPU rows on the small shape)")
-    shape = "quick" if args.quick else ("gpu" if args.gpu else "cpu")
-    rows = (args.rows or ",".join(GPU_ROWS if args.gpu else ROWS)).split(",")
-    name = {"cpu": "train.json", "quick": "train_quick.json", "gpu": "train_gpu.json"}[shape]
+    shape = "smollm2" if args.smollm2 else ("quick" if args.quick else ("gpu" if args.gpu else "cpu"))
+    default_rows = SFT_ROWS if shape == "smollm2" else (GPU_ROWS if args.gpu else ROWS)
+    rows = (args.rows or ",".join(default_rows)).split(",")
+    name = {"cpu": "train.json", "quick": "train_quick.json", "gpu": "train_gpu.json",
+            "smollm2": "train_smollm2.json"}[shape]
     if args.gpu and args.quick:
         name = "train_gpu_quick.json"
     path = Path(args.out) if args.out else REPO / "bench" / "results" / name
@@ -255,7 +369,9 @@ def main(argv=None) -> None:
     from plw.io import write_json_atomic
 
     results = {}
-    out = {"shape": {"name": shape, **SHAPES[shape]}, "steps": args.steps, "warmup": args.warmup,
+    shape_info = {**SFT_SHAPE, "model": SMOLLM2_GGUF.name, "data": SFT_DATA.name} if shape == "smollm2" \
+        else SHAPES[shape]
+    out = {"shape": {"name": shape, **shape_info}, "steps": args.steps, "warmup": args.warmup,
            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
                        "torch": torch.__version__, "transformers": version("transformers"), "trl": version("trl")},
@@ -265,7 +381,7 @@ def main(argv=None) -> None:
         for row in rows:
             bar.update(task, description=f"bench train: {row}")
             results[row] = run_row(row, shape, args.steps, args.warmup, args.row_timeout)
-            out["ratios"] = cpu_ratios(results)
+            out["ratios"] = sft_ratios(results) if shape == "smollm2" else cpu_ratios(results)
             if args.gpu:
                 out["gpu_ratios"] = gpu_ratios(results)
             write_json_atomic(path, out)  # after every row: a run stopped later keeps what it measured

@@ -71,8 +71,13 @@ def as_batch(labels: torch.Tensor, name: str = "labels") -> torch.Tensor:
 
 
 def shift_targets(labels: torch.Tensor, weights: torch.Tensor,
-                  completion_mask: torch.Tensor | None = None) -> Targets:
-    """Validate and shift: entry (b, t) of the result is the target predicted from position (b, t)."""
+                  completion_mask: torch.Tensor | None = None, *, validate: bool = True) -> Targets:
+    """Validate and shift: entry (b, t) of the result is the target predicted from position (b, t).
+
+    Shapes and dtypes are always checked (free). The value checks (finite, non-negative weights,
+    labels >= 0) read the tensors on the host: on an accelerator each is a device→host sync, so the
+    trainer does them once at data time (`check_values` in the collators) and passes validate=False.
+    """
     labels = as_batch(labels)
     weights = as_batch(weights, "weights")
     if weights.shape != labels.shape:
@@ -90,12 +95,8 @@ def shift_targets(labels: torch.Tensor, weights: torch.Tensor,
     y = labels[:, 1:].reshape(-1).long()
     w = weights[:, 1:].reshape(-1)
     valid = y != IGNORE_INDEX
-    if w.numel() and not bool(torch.isfinite(w).all()):
-        raise ValueError("weights contain NaN or infinity")
-    if w.numel() and bool((w < 0).any()):
-        raise ValueError(f"weights must be >= 0, got min {float(w.min()):g}")
-    if valid.any() and bool((y[valid] < 0).any()):
-        raise ValueError(f"labels must be >= 0 or {IGNORE_INDEX}, got {int(y[valid].min())}")
+    if validate:
+        check_values(y, w)
     w = torch.where(valid, w, torch.zeros((), dtype=w.dtype, device=w.device))
     if completion_mask is None:
         completion = w >= 1  # documented default: weight >= 1 marks a completion token
@@ -106,6 +107,25 @@ def shift_targets(labels: torch.Tensor, weights: torch.Tensor,
     j = torch.arange(B * (T - 1), device=y.device)
     source_row = j + torch.div(j, max(T - 1, 1), rounding_mode="floor")
     return Targets(y, w, valid, completion, source_row, B, T)
+
+
+def check_values(labels: torch.Tensor, weights: torch.Tensor, vocab_size: int | None = None) -> None:
+    """Raise ValueError unless weights are finite and >= 0 and labels are -100 or in [0, vocab_size).
+
+    Reads the values on the host: call it where the tensors are still on the CPU (a collator), or
+    accept the device→host syncs.
+    """
+    if weights.numel() and not bool(torch.isfinite(weights).all()):
+        raise ValueError("weights contain NaN or infinity")
+    if weights.numel() and bool((weights < 0).any()):
+        raise ValueError(f"weights must be >= 0, got min {float(weights.min()):g}")
+    valid = labels != IGNORE_INDEX
+    if not bool(valid.any()):
+        return
+    if bool((labels[valid] < 0).any()):
+        raise ValueError(f"labels must be >= 0 or {IGNORE_INDEX}, got {int(labels[valid].min())}")
+    if vocab_size is not None and int(labels[valid].max()) >= vocab_size:
+        raise ValueError(f"labels must be < vocabulary size {vocab_size}, got {int(labels[valid].max())}")
 
 
 def _count_or_sum(tg: Targets, normalizer: str) -> torch.Tensor:
@@ -119,15 +139,15 @@ def _count_or_sum(tg: Targets, normalizer: str) -> torch.Tensor:
 
 
 def normalizer_value(labels: torch.Tensor, weights: torch.Tensor, normalizer: Normalizer = "weight_sum",
-                     completion_mask: torch.Tensor | None = None) -> torch.Tensor:
+                     completion_mask: torch.Tensor | None = None, *, validate: bool = True) -> torch.Tensor:
     """The denominator one micro-batch contributes (fp64 0-d tensor; may be 0 for one micro-batch).
 
     Sum it over the micro-batches of an optimizer step (and all-reduce over data-parallel ranks), then
     pass the total as `normalizer=` to every micro-batch: the summed losses and gradients then equal one
-    big batch. A number passes through unchanged.
+    big batch. A number passes through unchanged. validate=False: no device→host sync (see shift_targets).
     """
     if isinstance(normalizer, str):
-        return _count_or_sum(shift_targets(labels, weights, completion_mask), normalizer)
+        return _count_or_sum(shift_targets(labels, weights, completion_mask, validate=validate), normalizer)
     return _explicit(normalizer, labels.device)
 
 
@@ -140,8 +160,8 @@ def _explicit(normalizer: Normalizer, device) -> torch.Tensor:
     return z.reshape(())
 
 
-def denominator(tg: Targets, normalizer: Normalizer) -> torch.Tensor:
-    """Z (fp64 0-d tensor), checked to be finite and > 0.
+def denominator(tg: Targets, normalizer: Normalizer, *, check: bool = True) -> torch.Tensor:
+    """Z (fp64 0-d tensor), checked to be finite and > 0 (unless check=False: the caller checks it).
 
     weight_sum         Z = sum_i w_i                   (PLW 0 = Alpaca masking, PLW 1 = unmasked; continuous)
     nonzero_tokens     Z = #{i : w_i > 0}              (TRL's weighted-instruction-tuning proposal)
@@ -150,15 +170,19 @@ def denominator(tg: Targets, normalizer: Normalizer) -> torch.Tensor:
     """
     if isinstance(normalizer, str):
         z = _count_or_sum(tg, normalizer)
-        what = f"normalizer={normalizer!r}"
     else:
         z = _explicit(normalizer, tg.labels.device)
-        what = "the explicit normalizer"
-    zf = float(z)
-    if not math.isfinite(zf) or zf <= 0:
-        hint = (" (every target has label -100 or weight 0)" if isinstance(normalizer, str) else "")
-        raise ValueError(f"loss denominator is {zf:g} under {what}{hint}; it must be finite and > 0")
+    if check:
+        check_denominator(float(z), normalizer)
     return z
+
+
+def check_denominator(z: float, normalizer: Normalizer) -> None:
+    """Raise ValueError unless the loss denominator `z` (read on the host) is finite and > 0."""
+    if not math.isfinite(z) or z <= 0:
+        what = f"normalizer={normalizer!r}" if isinstance(normalizer, str) else "the explicit normalizer"
+        hint = (" (every target has label -100 or weight 0)" if isinstance(normalizer, str) else "")
+        raise ValueError(f"loss denominator is {z:g} under {what}{hint}; it must be finite and > 0")
 
 
 def nll_stats(nll: torch.Tensor, completion: torch.Tensor):

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from .backends import external_per_token_loss
 from .chunked import ChunkedLinearCrossEntropy, auto_chunk_size, default_strategy
-from .common import LossOutput, Normalizer, denominator, nll_stats, shift_targets
+from .common import LossOutput, Normalizer, check_denominator, check_values, denominator, nll_stats, shift_targets
 from .reference import check_options
 from .vocab_blocks import VocabBlockLinearCrossEntropy, auto_token_chunk
 
 BACKENDS = ("auto", "torch", "cce", "liger")
+# PLW_DEBUG=1: validate every call's labels and weights, whatever the caller asked.
+DEBUG = os.environ.get("PLW_DEBUG", "") not in ("", "0")
 STRATEGIES = ("auto", "token_chunks", "vocab_blocks")
 
 
@@ -20,7 +24,7 @@ def linear_cross_entropy(hidden: torch.Tensor, lm_head_weight: torch.Tensor, lab
                          label_smoothing: float = 0.0, softcap: float | None = None,
                          chunk_size: int | str = "auto", backend: str = "auto",
                          track_masked_nll: bool = False, strategy: str = "auto",
-                         matmul_dtype: torch.dtype | None = None) -> LossOutput:
+                         matmul_dtype: torch.dtype | None = None, validate: bool = True) -> LossOutput:
     """sum_i w_i * l_i / Z with logits = hidden @ lm_head_weightᵀ (+ bias), never materialised whole.
 
     hidden: [B, T, d] (or [T, d], one possibly packed sequence), unshifted; lm_head_weight: [V, d];
@@ -38,6 +42,10 @@ def linear_cross_entropy(hidden: torch.Tensor, lm_head_weight: torch.Tensor, lab
     back in the inputs' dtypes (fp32 head gradient accumulated directly, never rounded to bf16).
     fp16 (inputs or matmul_dtype) is computed in fp32 by the plain-PyTorch engine, and fp16 gradients
     are kept in fp32 until backward has applied the upstream gradient (e.g. a GradScaler's scale).
+    validate=False skips the value checks of labels and weights (check them at data time with
+    `plw.loss.check_values`; env PLW_DEBUG=1 turns them back on): the call then synchronises the
+    device with the host once, to learn how many rows to compute (and to check the denominator),
+    so it can run under torch.compile / CUDA graphs segments around that one read.
     """
     check_options(label_smoothing, softcap)
     if backend not in BACKENDS:
@@ -65,17 +73,27 @@ def linear_cross_entropy(hidden: torch.Tensor, lm_head_weight: torch.Tensor, lab
     V = lm_head_weight.shape[0]
     if bias is not None and bias.shape != (V,):
         raise ValueError(f"bias must be [{V}], got {tuple(bias.shape)}")
-    tg = shift_targets(labels, weights, completion_mask)
+    validate = validate or DEBUG
+    tg = shift_targets(labels, weights, completion_mask, validate=False)
     if hidden.shape[:2] != (tg.batch, tg.length):
         raise ValueError(f"hidden shape {tuple(hidden.shape)} does not match labels [{tg.batch}, {tg.length}]")
-    if tg.valid.any() and int(tg.labels[tg.valid].max()) >= V:
-        raise ValueError(f"labels must be < vocabulary size {V}, got {int(tg.labels[tg.valid].max())}")
-    z = denominator(tg, normalizer)
+    if validate:
+        check_values(tg.labels, tg.weights, V)
+    z = denominator(tg, normalizer, check=False)
 
-    keep = (tg.weights > 0).nonzero().squeeze(1)  # weight > 0 implies a valid label
+    keep_mask = tg.weights > 0  # weight > 0 implies a valid label
+    track_mask = (tg.weights == 0) & tg.valid if track_masked_nll else None
+    # The one device→host read: how many rows each pass computes, and the denominator to check.
+    counts = [keep_mask.sum(dtype=torch.float64), z.to(torch.float64)]
+    if track_mask is not None:
+        counts.append(track_mask.sum(dtype=torch.float64))
+    counts = torch.stack(counts).tolist()
+    check_denominator(counts[1], normalizer)
+    keep = torch.nonzero_static(keep_mask, size=int(counts[0])).squeeze(1)
     rows, y = tg.source_row[keep], tg.labels[keep]
     coef = (tg.weights[keep].double() / z).to(torch.promote_types(mm_dtype, torch.float32))
-    tracked = ((tg.weights == 0) & tg.valid).nonzero().squeeze(1) if track_masked_nll else keep[:0]
+    tracked = (torch.nonzero_static(track_mask, size=int(counts[2])).squeeze(1) if track_mask is not None
+               else keep[:0])
     grad_enabled = torch.is_grad_enabled()
 
     if strategy == "auto":

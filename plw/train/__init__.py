@@ -7,10 +7,10 @@ from plw.train.config import (LoraSettings, Regularisers, Regularizers, TinySett
                               load_config)
 
 __all__ = ["TrainConfig", "LoraSettings", "Regularizers", "Regularisers", "TinySettings", "builtin_preset", "load_config",
-           "train", "TrainResult", "PLWTrainer", "PLWCollator", "attach_plw_loss"]
+           "train", "TrainResult", "PLWTrainer", "PLWConfig", "PLWCollator", "attach_plw_loss"]
 
 _LAZY = {"train": "plw.train.run", "TrainResult": "plw.train.run", "PLWTrainer": "plw.train.trainer",
-         "PLWCollator": "plw.train.collator", "attach_plw_loss": "plw.train.forward"}
+         "PLWConfig": "plw.train.trainer",         "PLWCollator": "plw.train.collator", "attach_plw_loss": "plw.train.forward"}
 
 
 def __getattr__(name):

@@ -27,7 +27,12 @@ class PLWCollator:
         self.pad_to_multiple_of = pad_to_multiple_of
 
     def __call__(self, examples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        return self.pack(examples) if self.packing else self.pad(examples)
+        from plw.loss import check_values
+
+        batch = self.pack(examples) if self.packing else self.pad(examples)
+        # Checked here, on the CPU, once: the loss then needs no device→host syncs to validate.
+        check_values(batch["labels"], batch["weights"])
+        return batch
 
     def pad(self, examples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         import torch

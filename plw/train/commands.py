@@ -22,6 +22,14 @@ def train_command(
     data: Optional[str] = typer.Option(None, "--data", help="Records: JSON/JSONL file, HF dataset, builtin:short…"),
     prompt_loss_weight: Optional[float] = typer.Option(None, "--prompt-loss-weight", "--plw",
                                                        help="Weight of prompt tokens in [0, 1]."),
+    completion_loss_weight: Optional[float] = typer.Option(
+        None, "--completion-loss-weight", help="Weight of completion tokens in [0, 1] (WIT's λr; default 1)."),
+    role_weights: Optional[str] = typer.Option(
+        None, "--role-weights", help="Chat data: weight per role, e.g. 'system=0,user=0.1'."),
+    last_turn_only: Optional[bool] = typer.Option(
+        None, "--last-turn-only/--all-turns", help="Chat data: only the last assistant turn is completion."),
+    on_long_completion: Optional[str] = typer.Option(
+        None, "--on-long-completion", help="drop | truncate: a completion longer than max_length."),
     normalizer: Optional[str] = typer.Option(None, "--normalizer",
                                              help="weight_sum | nonzero_tokens | completion_tokens | a number."),
     lora: Optional[bool] = typer.Option(None, "--lora/--no-lora", help="Train LoRA adapters only."),
@@ -38,6 +46,10 @@ def train_command(
     flags = [(flag, key, value) for flag, key, value in (
         ("--model", "model", model), ("--data", "data", data),
         ("--prompt-loss-weight", "prompt_loss_weight", prompt_loss_weight),
+        ("--completion-loss-weight", "completion_loss_weight", completion_loss_weight),
+        ("--role-weights", "role_weights", _role_weights(role_weights) if role_weights is not None else None),
+        ("--last-turn-only/--all-turns", "last_turn_only", last_turn_only),
+        ("--on-long-completion", "on_long_completion", on_long_completion),
         ("--normalizer", "normalizer", normalizer), ("--output", "output_dir", output),
         ("--lora/--no-lora", "lora.enabled", lora)) if value is not None]
     # An error in a flag's value names that flag (not --set).
@@ -54,3 +66,12 @@ def train_command(
         parts.append(f"val completion NLL {m['val_completion_nll']:.4f}")
     parts.append(f"{m['wall_time_s']:.0f}s")
     typer.echo(f"saved to {result.output_dir}  ({', '.join(parts)})")
+
+
+def _role_weights(text: str) -> dict | str:
+    """'system=0,user=0.1' → {'system': '0', 'user': '0.1'} (the config validates the numbers);
+    anything else is passed on as given, so the error names --role-weights."""
+    pairs = [p.split("=", 1) for p in text.split(",") if p.strip()]
+    if not pairs or any(len(p) != 2 for p in pairs):
+        return text
+    return {k.strip(): v.strip() for k, v in pairs}

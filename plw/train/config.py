@@ -104,9 +104,17 @@ class TrainConfig(_Strict):
     validation_data: str | None = None
     max_val_examples: int = Field(512, ge=1)
     tiny: TinySettings = TinySettings()
+    # chat data: a weight per role (e.g. {system: 0, user: 0.1}; unlisted roles weigh the PLW, the
+    # assistant 1), only the last assistant turn as completion, and what to do when a completion
+    # does not fit max_length ("drop" the example, or "truncate" the completion)
+    role_weights: dict[str, float] = {}
+    last_turn_only: bool = False
+    on_long_completion: Literal["drop", "truncate"] = "drop"
 
     # the loss
     prompt_loss_weight: float = Field(0.1, ge=0, le=1)
+    # λr of WIT (TRL PR #6747): completion tokens weigh this, prompt tokens the PLW
+    completion_loss_weight: float = Field(1.0, ge=0, le=1)
     normalizer: Normalizer = "weight_sum"
     log_prompt_nll: bool = True
     loss_backend: LossBackend = "auto"

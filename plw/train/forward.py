@@ -86,7 +86,7 @@ class LossRequest:
     """
 
     def __init__(self, weights, completion_mask=None, normalizer="weight_sum", *, label_smoothing=0.0,
-                 track_masked_nll=False, backend="auto", strategy="auto"):
+                 track_masked_nll=False, backend="auto", strategy="auto", validate=True):
         self.weights = weights
         self.completion_mask = completion_mask
         self.normalizer = normalizer
@@ -94,6 +94,8 @@ class LossRequest:
         self.track_masked_nll = track_masked_nll
         self.backend = backend
         self.strategy = strategy
+        # False when the batch was checked at data time (the trainer's collators): no host syncs.
+        self.validate = validate
         self.labels = None
         self.factor = 1.0
         self.softcap = None
@@ -251,6 +253,7 @@ def _plw_head_forward(self, original, *args, loss_request: LossRequest | None = 
             strategy=req.strategy,
             track_masked_nll=req.track_masked_nll,
             matmul_dtype=matmul_dtype,
+            validate=req.validate,
         )
     req.result = res
     req.loss_value = res.loss.detach().float()

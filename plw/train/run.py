@@ -135,7 +135,9 @@ def _tokenize(records, tokenizer, config: TrainConfig):
     from plw.data.encode import tokenize_dataset
 
     rows, report = tokenize_dataset(records, tokenizer, template=config.template,
-                                    prompt_loss_weight=config.prompt_loss_weight, max_length=config.max_length)
+                                    prompt_loss_weight=config.prompt_loss_weight, max_length=config.max_length,
+                                    role_weights=config.role_weights, last_turn_only=config.last_turn_only,
+                                    on_long_completion=config.on_long_completion)
     return rows, report
 
 
@@ -201,7 +203,7 @@ def train(config: TrainConfig | dict, *, progress: bool = True,
     from plw.train.diagnostics import loss_rsd, snapshot, weight_distances
     from plw.train.collator import PLWCollator
     from plw.train.regularizers import set_dropout
-    from plw.train.trainer import PLWTrainer
+    from plw.train.trainer import PLWTrainer, check_single_process_gpus
     from plw.io import json_safe, write_json_atomic
 
     if not isinstance(config, TrainConfig):
@@ -285,7 +287,8 @@ def train(config: TrainConfig | dict, *, progress: bool = True,
         model=model, args=args, train_dataset=_ListDataset(train_rows),
         eval_dataset=_ListDataset(val_rows) if has_val else None,
         data_collator=collator, processing_class=tokenizer,
-        normalizer=config.normalizer, label_smoothing=config.regularizers.label_smoothing,
+        normalizer=config.normalizer, completion_loss_weight=config.completion_loss_weight,
+        label_smoothing=config.regularizers.label_smoothing,
         track_prompt_nll=config.log_prompt_nll, loss_backend=config.loss_backend,
         loss_strategy=config.loss_strategy,
         minkowski_coef=config.regularizers.minkowski_coef, minkowski_p=config.regularizers.minkowski_p,
@@ -383,19 +386,6 @@ def print_data_reports(reports: dict, console=None) -> None:
         if report is not None:
             style = "yellow" if report.n_dropped else "dim"
             console.print(f"[{style}]{split} data: {escape(report.summary())}[/]")
-
-
-def check_single_process_gpus(n_gpu: int, world_size: int = 1) -> None:
-    """Refuse the HF Trainer's single-process multi-GPU mode (nn.DataParallel).
-
-    The PLW forward and the per-step normaliser assume one model replica per process (DDP, FSDP,
-    DeepSpeed); DataParallel scatters one process's batch over replicas and would gather per-replica
-    sums and means incorrectly.
-    """
-    if n_gpu > 1 and world_size <= 1:
-        raise PLWError(f"{n_gpu} GPUs visible to one process (the Trainer would use nn.DataParallel, "
-                       "which plw does not support): launch with `accelerate launch -m plw.cli train …` "
-                       "or `torchrun`, or pick one GPU with CUDA_VISIBLE_DEVICES=0", field="devices")
 
 
 def check_sharding(trainer, config: TrainConfig) -> None:

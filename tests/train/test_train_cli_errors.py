@@ -105,7 +105,7 @@ def test_cli_flag_errors_name_the_flag(tmp_path, capsys):
 
 
 def test_dataparallel_guard():
-    from plw.train.run import check_single_process_gpus
+    from plw.train.trainer import check_single_process_gpus
 
     check_single_process_gpus(0)
     check_single_process_gpus(1)

@@ -1,0 +1,1 @@
+"""plw.integrations: PLW inside other trainers' own pipelines (`plw.integrations.trl`)."""
