@@ -14,7 +14,8 @@ character offsets:
   fallback before the byte that carries the span) belongs to the side its position is on;
 - chat: text inside an assistant turn's span is completion (weight `role_weights["assistant"]`,
   default 1); every other role's span weighs `role_weights.get(role, PLW)`; headers and other
-  scaffolding weigh PLW. With `last_turn_only`, earlier assistant turns are prompt (PLW).
+  scaffolding weigh PLW. With `last_turn_only`, earlier assistant turns are prompt (PLW); so is
+  an assistant turn with OpenAI's per-message `weight: 0`.
   A token covering text of several weights takes the largest.
 
 Weights are aligned to `input_ids` and NOT shifted: the loss shifts. `labels` equal
@@ -35,7 +36,8 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from plw.data.records import ROLES, Record
-from plw.data.templates import as_messages, chat_spans, check_template, render, _file, _line
+from plw.data.schema import record_file, record_line
+from plw.data.templates import as_messages, chat_spans, check_template, render
 from plw.data.tokenizer import encode_with_offsets, prefix_special_ids
 from plw.errors import PLWError
 
@@ -135,7 +137,8 @@ class _Encoder:
         char_c = [0] * n
         for start, end, i in spans:
             role = msgs[i]["role"]
-            if role == "assistant" and (not self.last_turn_only or i == assistant[-1]):
+            trained = msgs[i].get("weight", 1) != 0  # OpenAI's per-message weight 0: context only
+            if role == "assistant" and trained and (not self.last_turn_only or i == assistant[-1]):
                 w, c = float(self.role_weights.get("assistant", 1.0)), 1
             elif role == "assistant":
                 w, c = self.plw, 0
@@ -144,7 +147,7 @@ class _Encoder:
             content = msgs[i]["content"].strip()
             if role in self.role_weights and content and content not in text[start:end]:
                 raise PLWError(f"the chat template moves the {role} message into another turn, so a "
-                               f"{role} weight cannot be applied", file=_file(record), line=_line(record),
+                               f"{role} weight cannot be applied", file=record_file(record), line=record_line(record),
                                field=f"messages[{i}]")
             char_w[start:end] = [w] * (end - start)
             char_c[start:end] = [c] * (end - start)

@@ -23,19 +23,16 @@ from typing import Sequence
 
 from plw.data.records import Record
 from plw.data.stats import DatasetStats, field_lengths, stats_from_lengths
-from plw.data.templates import _file, _line
+from plw.data.schema import record_file, record_line
+from plw.data.templates import INVERT_INSTRUCTION, INVERT_INSTRUCTION_WITH_INPUT
 from plw.errors import PLWError
-
-INVERT_INSTRUCTION = "Predict the prompt that generated the following AI output."
-INVERT_INSTRUCTION_WITH_INPUT = ("Predict the prompt that generated the below AI output given the following "
-                                 "context. Context: {input}")
 
 
 def invert_record(record: Record) -> Record:
     """The prompt-inverted instance (Appendix A)."""
     if record.format == "chat":
         raise PLWError("prompt inversion needs instruction/output records, not chat",
-                       file=_file(record), line=_line(record), field="messages")
+                       file=record_file(record), line=record_line(record), field="messages")
     if record.format == "raw":
         instruction, inp, output = record.prompt, "", record.completion
     else:

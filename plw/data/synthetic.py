@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 
-from plw.data.records import Record
+from plw.data.schema import Record
 
 _ADJ = ["brave", "curious", "sleepy", "clever", "tiny", "grumpy", "cheerful", "quiet", "restless", "gentle"]
 _ANIMALS = ["fox", "owl", "turtle", "rabbit", "otter", "crow", "cat", "badger", "goat", "heron"]

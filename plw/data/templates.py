@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from plw.data.records import Record
+from plw.data.schema import Record, record_file, record_line
 from plw.errors import PLWError
 
 TEMPLATES = ("alpaca", "raw", "chat")
@@ -25,6 +25,11 @@ ALPACA_PROMPT_NO_INPUT = (
     "Write a response that appropriately completes the request.\n\n"
     "### Instruction:\n{instruction}\n\n### Response:"
 )
+
+# Prompt inversion's instructions (`plw.data.inversion`); here so the built-in tokenizer sees them.
+INVERT_INSTRUCTION = "Predict the prompt that generated the following AI output."
+INVERT_INSTRUCTION_WITH_INPUT = ("Predict the prompt that generated the below AI output given the following "
+                                 "context. Context: {input}")
 
 
 def check_template(template: str) -> str:
@@ -44,7 +49,7 @@ def as_alpaca(record: Record) -> tuple[str, str, str]:
     if len(msgs) == 2 and msgs[0]["role"] == "user" and msgs[1]["role"] == "assistant":
         return msgs[0]["content"], "", msgs[1]["content"]
     raise PLWError("only a single user/assistant exchange can use the alpaca or raw template",
-                   file=_file(record), line=_line(record), field="messages")
+                   file=record_file(record), line=record_line(record), field="messages")
 
 
 def as_messages(record: Record) -> list[dict]:
@@ -91,7 +96,7 @@ def apply_chat_template(tokenizer, messages: list[dict], *, add_generation_promp
         raise
     except Exception as err:  # jinja raise_exception / TemplateError
         raise PLWError(f"chat template failed: {str(err).splitlines()[0] if str(err) else type(err).__name__}",
-                       file=_file(record), line=_line(record), field="messages") from None
+                       file=record_file(record), line=record_line(record), field="messages") from None
 
 
 def chat_spans(record: Record, tokenizer) -> tuple[str, list[tuple[int, int, int]]]:
@@ -115,20 +120,7 @@ def chat_spans(record: Record, tokenizer) -> tuple[str, list[tuple[int, int, int
         end_text = apply_chat_template(tokenizer, msgs[:i + 1], add_generation_prompt=False, record=record)
         if not full.startswith(end_text) or not end_text.startswith(head) or len(head) < prev_end:
             raise PLWError("the chat template is not prefix-stable, so turns cannot be located",
-                           file=_file(record), line=_line(record), field=f"messages[{i}]")
+                           file=record_file(record), line=record_line(record), field=f"messages[{i}]")
         spans.append((len(head), len(end_text), i))
         prev_end = len(end_text)
     return full, spans
-
-
-def _file(record: Record | None) -> str | None:
-    if record is None or not record.source:
-        return None
-    return record.source.rsplit(":", 1)[0]
-
-
-def _line(record: Record | None) -> int | None:
-    if record is None or not record.source:
-        return None
-    tail = record.source.rsplit(":", 1)[-1]
-    return int(tail) if tail.isdigit() else None

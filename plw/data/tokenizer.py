@@ -320,14 +320,9 @@ def builtin_tokenizer(vocab_size: int = 2048):
     """The built-in default tokenizer, trained deterministically on the synthetic data (cached)."""
     key = vocab_size
     if key not in _BUILTIN_CACHE:
-        from plw.data.inversion import INVERT_INSTRUCTION, INVERT_INSTRUCTION_WITH_INPUT
-        from plw.data.synthetic import generate
-        from plw.data.templates import ALPACA_PROMPT_INPUT, ALPACA_PROMPT_NO_INPUT
+        from plw.data.builtin_corpus import builtin_training_texts
 
-        texts = [ALPACA_PROMPT_INPUT, ALPACA_PROMPT_NO_INPUT, INVERT_INSTRUCTION, INVERT_INSTRUCTION_WITH_INPUT]
-        for rec in generate(2000, seed=12345, long_fraction=0.5):
-            texts.extend([rec.instruction, rec.input, rec.output])
-        _BUILTIN_CACHE[key] = train_tokenizer(texts, vocab_size=vocab_size)
+        _BUILTIN_CACHE[key] = train_tokenizer(builtin_training_texts(), vocab_size=vocab_size)
     # A copy: callers may change padding side, pad token or templates.
     return copy.deepcopy(_BUILTIN_CACHE[key])
 

@@ -56,8 +56,8 @@ def cast_head(weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtyp
     return w, b
 
 
-def _chunk_loss(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, y: torch.Tensor,
-                eps: float, softcap: float | None, want_grad: bool, buf: torch.Tensor):
+def chunk_loss(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, y: torch.Tensor,
+               eps: float, softcap: float | None, want_grad: bool, buf: torch.Tensor):
     """Logits of one chunk -> (per-row smoothed loss, per-row nll, exp(z - max), sumexp, softcap factor, lse).
 
     `buf` is the reused [C, V] compute-dtype chunk buffer: reusing it avoids fresh page faults per chunk.
@@ -152,7 +152,7 @@ class ChunkedLinearCrossEntropy(PrecomputedGradFunction):
         for s in range(0, n, chunk):
             r, yc, cc = rows[s:s + chunk], y[s:s + chunk], coef[s:s + chunk]
             hc = h2.index_select(0, r).to(mm_dtype)
-            per_row, nll, g, sumexp, cap_grad, _ = _chunk_loss(hc, w_mm, b_mm, yc, eps, softcap,
+            per_row, nll, g, sumexp, cap_grad, _ = chunk_loss(hc, w_mm, b_mm, yc, eps, softcap,
                                                             want_grad, buf)
             nll_out[s:s + chunk] = nll
             loss += (cc.double() * per_row.double()).sum()
@@ -182,7 +182,7 @@ class ChunkedLinearCrossEntropy(PrecomputedGradFunction):
         track_out = torch.empty(track_rows.numel(), dtype=compute_dtype, device=hidden.device)
         for s in range(0, track_rows.numel(), chunk):
             hc = h2.index_select(0, track_rows[s:s + chunk]).to(mm_dtype)
-            track_out[s:s + chunk] = _chunk_loss(hc, w_mm, b_mm, track_y[s:s + chunk], 0.0, softcap,
+            track_out[s:s + chunk] = chunk_loss(hc, w_mm, b_mm, track_y[s:s + chunk], 0.0, softcap,
                                                  False, buf)[1]
         del w_mm, b_mm
 

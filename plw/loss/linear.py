@@ -7,7 +7,7 @@ import torch
 from .backends import external_per_token_loss
 from .chunked import ChunkedLinearCrossEntropy, auto_chunk_size
 from .common import LossOutput, Normalizer, denominator, nll_stats, shift_targets
-from .reference import _check_options
+from .reference import check_options
 from .vocab_blocks import VocabBlockLinearCrossEntropy, auto_token_chunk
 
 BACKENDS = ("auto", "torch", "cce", "liger")
@@ -38,7 +38,7 @@ def linear_cross_entropy(hidden: torch.Tensor, lm_head_weight: torch.Tensor, lab
     fp16 (inputs or matmul_dtype) is computed in fp32 by the plain-PyTorch engine, and fp16 gradients
     are kept in fp32 until backward has applied the upstream gradient (e.g. a GradScaler's scale).
     """
-    _check_options(label_smoothing, softcap)
+    check_options(label_smoothing, softcap)
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if strategy not in STRATEGIES:

@@ -19,7 +19,7 @@ def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weights: 
 
     Computed in fp32 (fp64 when the logits are fp64); `softcap` applies s * tanh(x / s) to the logits first.
     """
-    _check_options(label_smoothing, softcap)
+    check_options(label_smoothing, softcap)
     if logits.dim() == 2:
         logits = logits.unsqueeze(0)
     if logits.dim() != 3:
@@ -47,7 +47,8 @@ def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weights: 
     return LossOutput(loss, *stats, tg.weights.sum(dtype=torch.float64))
 
 
-def _check_options(label_smoothing: float, softcap: float | None) -> None:
+def check_options(label_smoothing: float, softcap: float | None) -> None:
+    """Shared by every engine: label smoothing in [0, 1), softcap positive or None."""
     if not 0.0 <= float(label_smoothing) < 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
     if softcap is not None and not float(softcap) > 0:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-from .chunked import CPU_CHUNK_BYTES, CUDA_CHUNK_BYTES, PrecomputedGradFunction, _chunk_loss, cast_head, stored_dtype
+from .chunked import CPU_CHUNK_BYTES, CUDA_CHUNK_BYTES, PrecomputedGradFunction, chunk_loss, cast_head, stored_dtype
 
 # fp32 working set of one row tile in pass 2 (the block is converted to fp32 a tile at a time).
 TILE_BYTES = 8 << 20
@@ -73,7 +73,7 @@ class VocabBlockLinearCrossEntropy(PrecomputedGradFunction):
         lse = torch.empty(n, dtype=compute_dtype, device=dev)
         for s in range(0, n, chunk):
             hc = h2.index_select(0, rows[s:s + chunk]).to(mm_dtype)
-            per_row, nll, _, _, _, lse_c = _chunk_loss(hc, w_mm, b_mm, y[s:s + chunk], eps, softcap,
+            per_row, nll, _, _, _, lse_c = chunk_loss(hc, w_mm, b_mm, y[s:s + chunk], eps, softcap,
                                                        False, buf)
             nll_out[s:s + chunk] = nll
             lse[s:s + chunk] = lse_c
@@ -82,7 +82,7 @@ class VocabBlockLinearCrossEntropy(PrecomputedGradFunction):
         track_out = torch.empty(track_rows.numel(), dtype=compute_dtype, device=dev)
         for s in range(0, track_rows.numel(), chunk):
             hc = h2.index_select(0, track_rows[s:s + chunk]).to(mm_dtype)
-            track_out[s:s + chunk] = _chunk_loss(hc, w_mm, b_mm, track_y[s:s + chunk], 0.0, softcap,
+            track_out[s:s + chunk] = chunk_loss(hc, w_mm, b_mm, track_y[s:s + chunk], 0.0, softcap,
                                                  False, buf)[1]
         del buf
 

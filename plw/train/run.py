@@ -215,8 +215,12 @@ def train(config: TrainConfig | dict, *, progress: bool = True,
     records = load_records(config.data, format=config.data_format)
     if not records:
         raise PLWError("no records", file=config.data, field="data")
-    train_records, val_records = split_records(records, config.val_fraction, config.max_val_examples,
-                                               config.seed)
+    if config.validation_data:
+        train_records = records
+        val_records = load_records(config.validation_data, format=config.data_format)[:config.max_val_examples]
+    else:
+        train_records, val_records = split_records(records, config.val_fraction, config.max_val_examples,
+                                                   config.seed)
     tokenizer = _load_tokenizer(config, train_records, out)
     train_rows, train_report = _tokenize(train_records, tokenizer, config)
     val_rows, val_report = _tokenize(val_records, tokenizer, config) if val_records else ([], None)
