@@ -25,6 +25,7 @@ ROUTERS = [
     "plw.serve.files",
     "plw.serve.jobs",
     "plw.serve.models",
+    "plw.serve.completions",
 ]
 
 
