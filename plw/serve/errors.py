@@ -22,6 +22,9 @@ _TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "inva
           500: "server_error"}
 
 
+_TYPE_TAGS = {"float", "int", "str", "bool", "none", "dict", "list"}
+
+
 class APIError(Exception):
     def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
                  type: str | None = None):
@@ -52,7 +55,9 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, err: RequestValidationError):
         first = err.errors()[0] if err.errors() else {"loc": (), "msg": "invalid request"}
-        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header", "form")]
+        # Union members add their type name to the location ("literal['auto']", "float"): keep real keys.
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header", "form")
+               and not str(p).startswith(("literal[", "function-")) and p not in _TYPE_TAGS]
         param = ".".join(loc) or None
         msg = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
         return error_response(400, f"{param}: {msg}" if param else msg, param=param)

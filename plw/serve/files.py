@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import Optional
+from typing import Literal, Optional
 
 from fastapi import APIRouter, Depends, File as FormFile, Form, Query, UploadFile
 from fastapi.responses import FileResponse
@@ -25,7 +25,6 @@ from plw.serve.paging import cursor_page
 from plw.serve.schemas import Deleted, FileObject, ListPage
 
 router = APIRouter(prefix="/v1", tags=["files"])
-PURPOSES = ("fine-tune",)
 
 
 def file_object(row: File) -> FileObject:
@@ -43,10 +42,8 @@ def get_file(caller: Caller, file_id: str, param: str = "file_id") -> File:
 
 
 @router.post("/files", response_model=FileObject)
-def upload_file(file: UploadFile = FormFile(...), purpose: str = Form(...),
+def upload_file(file: UploadFile = FormFile(...), purpose: Literal["fine-tune"] = Form(...),
                 caller: Caller = Depends(current_caller)) -> FileObject:
-    if purpose not in PURPOSES:
-        raise APIError(400, f"purpose must be one of {', '.join(PURPOSES)}; got {purpose!r}", param="purpose")
     settings = caller.state.settings
     file_id = new_id("file")
     dest = settings.file_path(file_id)

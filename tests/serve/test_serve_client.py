@@ -44,3 +44,83 @@ def test_guide_flow_with_prompt_loss_weight(live, tmp_path):
     assert job.fine_tuned_model in [m.id for m in c.models.list()]
     assert c.models.retrieve(job.fine_tuned_model).owned_by == "acme"
     assert [j.id for j in c.fine_tuning.jobs.list(limit=10)][0] == job.id
+
+
+def test_auth_and_isolation(live, tmp_path):
+    with pytest.raises(openai.AuthenticationError):
+        client(live, "plw-not-a-key").files.list()
+    import httpx
+
+    r = httpx.get(f"{live.base_url}/fine_tuning/jobs")
+    assert r.status_code == 401 and set(r.json()["error"]) == {"message", "type", "param", "code"}
+    mine, theirs = client(live), client(live, live.other_key)
+    f = mine.files.create(file=open(write_chat_file(tmp_path / "a.jsonl"), "rb"), purpose="fine-tune")
+    job = mine.fine_tuning.jobs.create(training_file=f.id, model="builtin:tiny")
+    for call in (lambda: theirs.files.retrieve(f.id), lambda: theirs.files.content(f.id),
+                 lambda: theirs.files.delete(f.id), lambda: theirs.fine_tuning.jobs.retrieve(job.id),
+                 lambda: theirs.fine_tuning.jobs.cancel(job.id),
+                 lambda: theirs.fine_tuning.jobs.list_events(job.id),
+                 lambda: theirs.fine_tuning.jobs.create(training_file=f.id, model="builtin:tiny")):
+        with pytest.raises(openai.NotFoundError):
+            call()
+    assert f.id not in [x.id for x in theirs.files.list()]
+    assert job.id not in [x.id for x in theirs.fine_tuning.jobs.list()]
+    assert mine.fine_tuning.jobs.cancel(job.id).status == "cancelled"
+
+
+def test_bad_file_fails_at_validation_naming_line_and_field(live, tmp_path):
+    c = client(live)
+    path = write_chat_file(tmp_path / "bad.jsonl", n=12)
+    lines = path.read_text().splitlines()
+    lines[6] = '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant"}]}'
+    path.write_text("\n".join(lines) + "\n")
+    f = c.files.create(file=open(path, "rb"), purpose="fine-tune")
+    job = c.fine_tuning.jobs.create(training_file=f.id, model="builtin:tiny")
+    job = wait_for(lambda: (j := c.fine_tuning.jobs.retrieve(job.id)).status != "validating_files" and j, 30)
+    assert job.status == "failed"
+    assert job.error.message == f"{f.id}: line 7: messages[1].content: missing"
+    assert job.error.param == "training_file" and job.error.code == "invalid_training_file"
+    assert not (live.data_dir / "jobs" / job.id / "run").exists()  # nothing trained
+
+
+def test_auto_plw_cancel_and_legacy(live, tmp_path):
+    """"auto" measures R_g and records plw's recommendation; cancel stops the run within seconds."""
+    import json
+    import time
+
+    import httpx
+
+    c = client(live)
+    f = c.files.create(file=open(write_chat_file(tmp_path / "t.jsonl", n=40), "rb"), purpose="fine-tune")
+    job = c.fine_tuning.jobs.create(training_file=f.id, model="builtin:tiny",
+                                    hyperparameters={"n_epochs": 50, "batch_size": 2},
+                                    extra_body={"prompt_loss_weight": "auto"})
+    metrics = live.data_dir / "jobs" / job.id / "run" / "metrics.jsonl"
+    assert wait_for(lambda: metrics.is_file() and metrics.read_text().count("step_loss") >= 2, 90)
+    job = c.fine_tuning.jobs.retrieve(job.id)
+    assert job.status == "running"
+    events = list(c.fine_tuning.jobs.list_events(job.id, limit=100))
+    auto = [e for e in events if e.message.startswith("prompt_loss_weight auto")]
+    assert len(auto) == 1 and auto[0].data["source"] == "paper" and auto[0].data["ratio"] < 1
+    assert job.hyperparameters.prompt_loss_weight == auto[0].data["prompt_loss_weight"] > 0
+    t0 = time.time()
+    assert c.fine_tuning.jobs.cancel(job.id).status == "cancelled"
+    # the run stops: metrics.jsonl stops growing within seconds
+    def stopped():
+        before = metrics.read_text()
+        time.sleep(1.5)
+        return metrics.read_text() == before
+    assert wait_for(stopped, 15, every=0)
+    assert time.time() - t0 < 15
+    assert c.fine_tuning.jobs.retrieve(job.id).status == "cancelled"
+    with pytest.raises(openai.BadRequestError):
+        c.fine_tuning.jobs.cancel(job.id)
+    # the retired API, with its top-level prompt_loss_weight
+    r = httpx.post(f"{live.base_url}/fine-tunes", headers={"Authorization": f"Bearer {live.key}"},
+                   json={"training_file": f.id, "model": "builtin:tiny", "prompt_loss_weight": 0.3, "n_epochs": 1})
+    assert r.status_code == 200, r.text
+    legacy = r.json()
+    assert legacy["object"] == "fine_tuning.job" and legacy["hyperparameters"]["prompt_loss_weight"] == 0.3
+    c.fine_tuning.jobs.cancel(legacy["id"])
+    saved = json.dumps(c.fine_tuning.jobs.retrieve(legacy["id"]).hyperparameters.model_dump())
+    assert '"prompt_loss_weight": 0.3' in saved
