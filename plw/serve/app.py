@@ -26,6 +26,7 @@ ROUTERS = [
     "plw.serve.jobs",
     "plw.serve.models",
     "plw.serve.completions",
+    "plw.serve.dashboard",
 ]
 
 

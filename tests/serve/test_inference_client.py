@@ -30,9 +30,9 @@ def tuned(tmp_path_factory):
         c = client(server)
         training = c.files.create(file=open(write_chat_file(root / "train.jsonl"), "rb"), purpose="fine-tune")
         job = c.fine_tuning.jobs.create(training_file=training.id, model="builtin:tiny",
-                                        validation_file=training.id,
-                                        hyperparameters={"n_epochs": 2, "batch_size": 8},
-                                        extra_body={"hyperparameters": {"prompt_loss_weight": 0.1}})
+                                        validation_file=training.id, seed=3,
+                                        method={"type": "supervised", "supervised": {"hyperparameters": {
+                                            "n_epochs": 2, "batch_size": 8, "prompt_loss_weight": 0.1}}})
         job = wait_for(lambda: (j := c.fine_tuning.jobs.retrieve(job.id)).status in ("succeeded", "failed") and j,
                        timeout=150)
         assert job and job.status == "succeeded", job
@@ -147,6 +147,7 @@ def test_dashboard_in_a_browser(tuned):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
     opts = webdriver.ChromeOptions()
@@ -155,28 +156,35 @@ def test_dashboard_in_a_browser(tuned):
         opts.add_argument(arg)
     browser = webdriver.Chrome(service=Service(driver), options=opts)
     wait = WebDriverWait(browser, 60)
+
+    def go(action, element_id):
+        """Run `action` (a click or a `get`) and wait for the next page to hold `element_id`."""
+        old = browser.find_element(By.TAG_NAME, "html")
+        action()
+        wait.until(expected_conditions.staleness_of(old))
+        return wait.until(expected_conditions.presence_of_element_located((By.ID, element_id)))
+
     try:
         root = tuned.base_url.removesuffix("/v1")
         browser.get(root + "/")
         browser.find_element(By.NAME, "api_key").send_keys(tuned.key)
-        browser.find_element(By.CSS_SELECTOR, "form#signin button").click()
-        link = wait.until(lambda b: b.find_element(By.LINK_TEXT, tuned.job.id))
-        assert "succeeded" in browser.find_element(By.ID, "jobs").text
-        link.click()
-        wait.until(lambda b: b.find_element(By.ID, "loss-curve"))
-        curve = browser.find_element(By.ID, "loss-curve")
-        assert curve.tag_name == "svg" and curve.find_elements(By.CSS_SELECTOR, "polyline.completion_nll")
-        assert "0.1" in browser.find_element(By.ID, "plw").text
-        box = browser.find_element(By.NAME, "message")
-        box.send_keys("What is 12 plus 30?")
-        browser.find_element(By.CSS_SELECTOR, "form#playground button").click()
-        answer = wait.until(lambda b: b.find_element(By.ID, "answer"))
-        assert answer.text.strip() and "error" not in answer.get_attribute("class")
+        jobs = go(browser.find_element(By.CSS_SELECTOR, "form#signin button").click, "jobs")
+        assert tuned.job.id in jobs.text and "succeeded" in jobs.text
+        curve = go(browser.find_element(By.LINK_TEXT, tuned.job.id).click, "loss-curve")
+        assert curve.tag_name == "svg"
+        assert curve.find_elements(By.CSS_SELECTOR, "polyline.completion_nll")
+        assert curve.find_elements(By.CSS_SELECTOR, "polyline.prompt_nll")
+        assert curve.find_elements(By.CSS_SELECTOR, "polyline.valid_loss")
+        assert browser.find_element(By.ID, "plw").text == "0.1"
+        assert "Checkpoint" in browser.find_element(By.ID, "events").text
+        browser.find_element(By.NAME, "message").send_keys("What is 12 plus 30?")
+        answer = go(browser.find_element(By.CSS_SELECTOR, "form#playground button").click, "answer")
+        assert "error" not in answer.get_attribute("class")  # the model's answer (may be empty: EOS first)
+        assert browser.find_element(By.NAME, "message").text == "What is 12 plus 30?"
         # another project's key does not see the job
-        browser.get(root + "/signout")
+        go(lambda: browser.get(root + "/signout"), "signin")
         browser.find_element(By.NAME, "api_key").send_keys(tuned.other_key)
-        browser.find_element(By.CSS_SELECTOR, "form#signin button").click()
-        wait.until(lambda b: b.find_element(By.ID, "jobs"))
+        jobs = go(browser.find_element(By.CSS_SELECTOR, "form#signin button").click, "jobs")
         assert tuned.job.id not in browser.page_source
     finally:
         browser.quit()
