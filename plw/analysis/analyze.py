@@ -1,6 +1,6 @@
 """The analysis of a results table, as a plain dict (no files): per dataset group the aggregates,
 the beta GLMM with its critical PLW, the earlier OLS analysis and diagnostics; across groups the
-GAM optimal PLW per R_g and the regulariser comparison. Whatever cannot be fitted is recorded as
+GAM optimal PLW per R_g and the regularizer comparison. Whatever cannot be fitted is recorded as
 `{"skipped": reason}` instead of raising, so tiny sweeps still get a report.
 """
 
@@ -117,9 +117,9 @@ def diagnostics(d) -> dict:
     return out
 
 
-def unregularised(d):
-    """The runs without an alternative regulariser (regularizer "none"), as the paper's fig. 2 shows;
-    the regulariser comparison has its own table and figure. Unchanged without such a column/rows."""
+def unregularized(d):
+    """The runs without an alternative regularizer (regularizer "none"), as the paper's fig. 2 shows;
+    the regularizer comparison has its own table and figure. Unchanged without such a column/rows."""
     if "regularizer" not in d.columns:
         return d
     keep = d["regularizer"].isin(["none", ""])
@@ -127,7 +127,7 @@ def unregularised(d):
 
 
 def regularizers(d) -> dict | None:
-    """Table 4: relative aggregate per (regulariser, PLW), benchmarks min-max scaled over all runs."""
+    """Table 4: relative aggregate per (regularizer, PLW), benchmarks min-max scaled over all runs."""
     if "regularizer" not in d.columns or set(d["regularizer"]) <= {"none", ""}:
         return None
     b = d[d["score"].notna()]
@@ -241,7 +241,7 @@ def analyze_table(df, scores: str = "minmax", step=None) -> dict:
         g["glmm"] = fit_glmm(d, scores)
         g["ols"] = fit_ols(d)
         full = df[df["dataset"] == name] if "dataset" in df.columns and name != "all" else df
-        g["diagnostics"] = diagnostics(unregularised(full))   # fig. 2: PLW runs only
+        g["diagnostics"] = diagnostics(unregularized(full))   # fig. 2: PLW runs only
         reg = regularizers(full)
         if reg:
             g["regularizers"] = reg

@@ -10,6 +10,7 @@ from typing import Optional
 
 import typer
 
+from plw import ui
 from plw.errors import PLWError
 
 
@@ -28,17 +29,16 @@ def analyze(
                                                           "min-max scores squeezed into (0, 1)."),
     backend: str = typer.Option("python", "--backend", help="python (built in) or r (glmmTMB through "
                                                             "Rscript, when installed) for the GLMM."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
-    from rich.console import Console
-
     from plw.analysis import analyze_results
 
     if scores not in ("raw", "minmax"):
         raise PLWError(f"must be raw or minmax, got {scores!r}", field="--scores")
     if backend not in ("python", "r"):
         raise PLWError(f"must be python or r, got {backend!r}", field="--backend")
-    console = Console(stderr=True)
-    a = analyze_results(results, out, scores=scores, progress=True)
+    console = ui.console(stderr=True)
+    a = analyze_results(results, out, scores=scores, progress=progress)
     if backend == "r":
         from plw.analysis.rbackend import compare_with_r
         a = compare_with_r(results, out, scores=scores, analysis=a)

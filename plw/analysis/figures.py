@@ -1,7 +1,7 @@
 """Figures of the analysis (matplotlib, Agg): each saved as PNG and SVG, atomically.
 
 fig. 1 aggregate score vs w_p per dataset (with the GLMM's population curve); per-benchmark panels;
-fig. 2 diagnostics box plots; Table 4 regulariser comparison; fig. 10 GAM contour over (PLW, R_g).
+fig. 2 diagnostics box plots; Table 4 regularizer comparison; fig. 10 GAM contour over (PLW, R_g).
 Every function returns a list of {"name", "title", "png", "svg", "caption"} (paths relative to
 the output directory) and draws nothing when its data are absent.
 """
@@ -166,8 +166,8 @@ def regularizer_figure(analysis: dict, out_dir: Path) -> list[dict]:
         ax.set_ylabel("relative aggregate")
         ax.set_title(name)
     fig.tight_layout()
-    return [_save(fig, out_dir, "regularizers", "Alternative regularisers vs PLW (paper Table 4)",
-                  "Relative aggregate per regulariser and PLW (orange: no regulariser, PLW only).")]
+    return [_save(fig, out_dir, "regularizers", "Alternative regularizers vs PLW (paper Table 4)",
+                  "Relative aggregate per regularizer and PLW (orange: no regularizer, PLW only).")]
 
 
 def gam_figure(gam: dict, out_dir: Path) -> list[dict]:

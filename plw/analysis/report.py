@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict
 
 from plw.errors import PLWError
 from plw.io import write_json_atomic, write_text_atomic
+from plw.ui import progress_bar
 
 
 class AnalyzeConfig(BaseModel):
@@ -41,7 +42,7 @@ def analyze_results(results, out_dir, *, scores: str = "minmax", progress: bool 
     groups = dict(group_frames(bench))
     prepare_out_dir(out_dir)                   # fail before the (long) fit, not after it
 
-    with _progress(progress, total=len(groups) + 3) as advance:
+    with _steps(progress, total=len(groups) + 3) as advance:
         analysis = analyze_table(df, scores, step=advance)
         try:
             advance("drawing figures")
@@ -71,33 +72,26 @@ def prepare_out_dir(out_dir: Path) -> None:
         raise PLWError("the output directory is not writable", file=str(out_dir))
 
 
-class _progress:
-    """A rich progress bar over the analysis steps (or nothing when disabled)."""
+class _steps:
+    """The analysis steps on one progress bar: `advance(desc)` names the step now running."""
 
     def __init__(self, enabled: bool, total: int):
-        self.enabled, self.total = enabled, total
+        self.bar = progress_bar(enabled, "analysing", total)
+        self.started = False
 
     def __enter__(self):
-        if not self.enabled:
-            return lambda _desc: None
-        from rich.console import Console
-        from rich.progress import Progress
-        self._p = Progress(transient=True, console=Console(stderr=True))
-        self._p.__enter__()
-        self._task = self._p.add_task("analysing", total=self.total)
-        self._started = False
+        self.bar.__enter__()
 
         def advance(desc: str):
-            if self._started:
-                self._p.advance(self._task)
-            self._started = True
-            self._p.update(self._task, description=desc)
+            if self.started:
+                self.bar.advance(1)
+            self.started = True
+            self.bar.update(description=desc)
         return advance
 
     def __exit__(self, *exc):
-        if self.enabled:
-            self._p.update(self._task, completed=self.total)
-            self._p.__exit__(*exc)
+        self.bar.update(completed=self.bar.total)
+        return self.bar.__exit__(*exc)
         return False
 
 
@@ -214,8 +208,8 @@ def render_html(a: dict) -> str:
                                ["std. error", *r["se"].values(), None, None]]))
         out.append("<h3>OLS (earlier version)</h3>" + _ols_html(g["ols"]))
         if g.get("regularizers"):
-            out.append("<h3>Regularisers (Table 4)</h3>" + _table(
-                ["regulariser", "PLW", "relative aggregate", "runs"],
+            out.append("<h3>Regularizers (Table 4)</h3>" + _table(
+                ["regularizer", "PLW", "relative aggregate", "runs"],
                 [[r["regularizer"], r["plw"], r["relative"], r["runs"]] for r in g["regularizers"]["rows"]], left=1))
         aggs = g.get("aggregates", [])
         if aggs:
@@ -226,7 +220,7 @@ def render_html(a: dict) -> str:
     if "diagnostics" in figs:
         out.append("<h2>Diagnostics</h2>" + fig("diagnostics"))
     if "regularizers" in figs:
-        out.append("<h2>Regularisers</h2>" + fig("regularizers"))
+        out.append("<h2>Regularizers</h2>" + fig("regularizers"))
     out.append("<h2>Optimal PLW from R_g (GAM, Appendix D)</h2>" + _gam_html(a.get("gam", {})) + fig("gam_contour"))
     out.append("</body></html>\n")
     return "\n".join(out)

@@ -13,10 +13,9 @@ from pathlib import Path
 
 from plw.errors import PLWError
 from plw.analysis.transforms import to_wp
+from plw.results.schema import DIAGNOSTICS
 
 REQUIRED = ("benchmark", "model", "plw", "score")
-DIAGNOSTICS = ("loss_rsd", "weight_l2", "weight_minkowski", "memorization_bleu", "generation_length",
-               "val_completion_nll")
 
 
 def read_table(results):
@@ -32,7 +31,8 @@ def read_table(results):
             # a sweep's store: its own reader rebuilds the table in memory from the per-run result
             # files when results.parquet is stale or missing (a sweep killed between writing a run's
             # result.json and rebuilding the table), without writing anything
-            from plw.experiment.store import read_table as store_table
+            from plw.results.store import read_table as store_table
+
             return store_table(path), str(path)
         if (path / "results.parquet").is_file():
             return pd.read_parquet(path / "results.parquet"), str(path / "results.parquet")

@@ -40,6 +40,7 @@ from plw.data.schema import record_file, record_line
 from plw.data.templates import as_messages, chat_spans, check_template, render
 from plw.data.tokenizer import encode_with_offsets, prefix_special_ids
 from plw.errors import PLWError
+from plw.ui import progress_bar
 
 DROP_COMPLETION_TOO_LONG = "completion longer than max_length"
 DROP_NO_COMPLETION = "no completion token left"
@@ -214,8 +215,7 @@ def tokenize_dataset(records: Sequence[Record], tokenizer, *, template: str = "a
     report = TokenizeReport(template=template, plw=float(plw), max_length=max_length, n_records=len(records))
     examples = []
     chunk = 512
-    bar = _progress(progress, len(records))
-    try:
+    with progress_bar(progress and len(records) >= 2000, "tokenising", len(records)) as bar:
         for lo in range(0, len(records), chunk):
             for example, reason, flags in _encode_many(enc, records[lo:lo + chunk]):
                 if example is None:
@@ -226,11 +226,7 @@ def tokenize_dataset(records: Sequence[Record], tokenizer, *, template: str = "a
                 report.n_completion_truncated += "completion" in flags
                 report.n_tokens += len(example["input_ids"])
                 report.n_completion_tokens += sum(example["completion_mask"])
-            if bar is not None:
-                bar[0].update(bar[1], advance=len(records[lo:lo + chunk]))
-    finally:
-        if bar is not None:
-            bar[0].stop()
+            bar.advance(len(records[lo:lo + chunk]))
     report.n_examples = len(examples)
     return examples, report
 
@@ -252,17 +248,6 @@ def _encode_many(enc: _Encoder, records: Sequence[Record]):
         for i, prompt, (ids, offsets) in zip(pair_idx, prompts, encode_with_offsets(enc.tok, texts)):
             out[i] = enc.encode_pair(prompt, ids, offsets)
     return out
-
-
-def _progress(enabled: bool, total: int):
-    if not enabled or total < 2000:
-        return None
-    from rich.progress import Progress
-
-    bar = Progress(transient=True)
-    task = bar.add_task("tokenising", total=total)
-    bar.start()
-    return bar, task
 
 
 def pad_batch(examples: Sequence[dict], *, pad_token_id: int, padding_side: str = "right",

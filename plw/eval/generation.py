@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from plw.errors import PLWError
+from plw.ui import progress_bar
 
 BLEU_SIGNATURE = "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp"
 
@@ -54,7 +55,7 @@ def generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int = 
     model.eval()
     device = next(model.parameters()).device
     try:
-        with progress_bar(progress, description, len(prompts)) as advance, torch.inference_mode():
+        with progress_bar(progress, description, len(prompts)) as bar, torch.inference_mode():
             for start in range(0, len(order), batch_size):
                 idx = order[start:start + batch_size]
                 width = max(len(encoded[i]) for i in idx)
@@ -73,34 +74,10 @@ def generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int = 
                         new = new[:new.index(eos_id)]
                     results[i] = Generation(tokenizer.decode(new, skip_special_tokens=True),
                                             len(new), stopped)
-                advance(len(idx))
+                bar.advance(len(idx))
     finally:
         model.train(was_training)
     return results  # type: ignore[return-value]
-
-
-class progress_bar:  # noqa: N801 (used as a context manager)
-    """A rich progress bar over prompts (a no-op when disabled)."""
-
-    def __init__(self, enabled: bool, description: str, total: int):
-        self.enabled, self.description, self.total = enabled, description, total
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda n: None
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeRemainingColumn)
-
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeRemainingColumn(), transient=True)
-        self.bar.start()
-        task = self.bar.add_task(self.description, total=self.total)
-        return lambda n: self.bar.advance(task, n)
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self.bar.stop()
-        return False
 
 
 def _render_prompts(records, template: str, tokenizer) -> list[tuple[str, str]]:
@@ -142,7 +119,7 @@ def generation_lengths(model, tokenizer, instructions: Sequence[str] | None = No
     from plw.data.records import Record
 
     if instructions is None:
-        from plw.eval.judge import load_alpaca_eval
+        from plw.eval.alpaca_eval import load_alpaca_eval
 
         instructions = load_alpaca_eval(reference_file).instructions
     instructions = list(instructions)[:limit] if limit is not None else list(instructions)

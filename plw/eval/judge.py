@@ -32,9 +32,10 @@ from typing import Sequence
 from pydantic import BaseModel, ConfigDict, Field
 
 from plw.errors import PLWError
+from plw.eval.alpaca_eval import DEFAULT_ALPACA_EVAL, AlpacaEvalSet, load_alpaca_eval  # noqa: F401 (re-exported)
 from plw.eval.spec import SHARED_DATA
+from plw.ui import progress_bar
 
-DEFAULT_ALPACA_EVAL = SHARED_DATA / "alpaca_eval" / "text_davinci_003_model_outputs.json"
 
 # plw's fallback prompt: the AlpacaEval 1 protocol (rank model_1 / model_2), own wording.
 PLW_RANKING_PROMPT = """<|im_start|>system
@@ -89,35 +90,6 @@ class JudgeConfig(BaseModel):
 
 
 # --------------------------------------------------------------------------- data
-
-@dataclass(frozen=True)
-class AlpacaEvalSet:
-    instructions: list[str]
-    outputs: list[str]        # reference outputs (AlpacaEval 1: text-davinci-003)
-    generator: str
-
-
-def load_alpaca_eval(path=None, *, limit: int | None = None) -> AlpacaEvalSet:
-    """The AlpacaEval instructions and reference outputs from a local JSON file."""
-    path = Path(path) if path is not None else DEFAULT_ALPACA_EVAL
-    if not path.is_file():
-        raise PLWError("AlpacaEval file not found (pass the path of an AlpacaEval JSON "
-                       "list with instruction/output)", file=str(path))
-    try:
-        rows = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise PLWError(f"invalid JSON: {err.msg}", file=str(path), line=err.lineno)
-    if not isinstance(rows, list) or not rows:
-        raise PLWError("expected a non-empty JSON list", file=str(path))
-    instructions, outputs = [], []
-    for i, row in enumerate(rows[:limit] if limit is not None else rows):
-        for key in ("instruction", "output"):
-            if not isinstance(row, dict) or not isinstance(row.get(key), str):
-                raise PLWError(f"record {i}: missing or not a string", file=str(path), field=key)
-        instructions.append(row["instruction"])
-        outputs.append(row["output"])
-    return AlpacaEvalSet(instructions, outputs, str(rows[0].get("generator", "reference")))
-
 
 # --------------------------------------------------------------------------- prompt
 
@@ -248,15 +220,13 @@ def win_rate(instructions: Sequence[str], outputs: Sequence[str],
         return {"instruction": instructions[i], "model_first": model_first[i],
                 "judge_reply": reply, "preferred": first, "model_won": won}
 
-    from plw.eval.generation import progress_bar
-
     annotations = [None] * len(instructions)
-    with progress_bar(progress, "judging", len(instructions)) as advance, \
+    with progress_bar(progress, "judging", len(instructions)) as bar, \
             ThreadPoolExecutor(max_workers=judge.concurrency) as pool:
         for i, ann in zip(range(len(instructions)),
                           pool.map(judge_one, range(len(instructions)))):
             annotations[i] = ann
-            advance(1)
+            bar.advance(1)
     wins = [a["model_won"] for a in annotations if a["model_won"] is not None]
     n = len(wins)
     mean = sum(wins) / n if n else float("nan")

@@ -13,8 +13,8 @@ __all__ = ["SweepSpec", "load_spec", "Run", "expand", "run_sweep", "SweepOutcome
 _LAZY = {"SweepSpec": "plw.experiment.spec", "load_spec": "plw.experiment.spec",
          "Run": "plw.experiment.grid", "expand": "plw.experiment.grid",
          "run_sweep": "plw.experiment.runner", "SweepOutcome": "plw.experiment.runner",
-         "ResultsStore": "plw.experiment.store", "read_table": "plw.experiment.store",
-         "COLUMNS": "plw.experiment.store", "plan": "plw.experiment.plan"}
+         "ResultsStore": "plw.results.store", "read_table": "plw.results.store",
+         "COLUMNS": "plw.results.schema", "plan": "plw.experiment.plan"}
 
 
 def __getattr__(name):

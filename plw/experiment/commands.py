@@ -10,9 +10,11 @@ from typing import Optional
 
 import typer
 
+from plw import ui
+
 sweep_app = typer.Typer(
     name="sweep",
-    help="Factorial PLW sweeps: PLW levels × models × datasets × regularisers × seeds, each run "
+    help="Factorial PLW sweeps: PLW levels × models × datasets × regularizers × seeds, each run "
          "trained, evaluated and recorded in one tidy, resumable results table.",
     no_args_is_help=True,
 )
@@ -24,15 +26,13 @@ def plan_cmd(
     limit: int = typer.Option(200, "--limit", help="Show at most this many runs (totals cover all)."),
 ) -> None:
     """Print the grid with stable run IDs, each run's status and an estimate of tokens and time."""
-    from rich.console import Console
 
     from plw.experiment.plan import plan, status_counts
-    from plw.experiment.runner import _fmt_s
     from plw.experiment.spec import load_spec
 
     sweep = load_spec(spec)
     planned = plan(sweep)
-    console = Console()
+    console = ui.console()
     for renderable in plan_table(sweep, planned, limit):
         console.print(renderable, soft_wrap=isinstance(renderable, str))
     if len(planned) > limit:
@@ -42,7 +42,7 @@ def plan_cmd(
     tokens = [p.tokens for p in todo]
     secs = [p.seconds for p in todo]
     tok_s = _total([t for t in tokens if t is not None], len(tokens), lambda v: f"{int(v):,}")
-    time_s = _total([s for s in secs if s is not None], len(secs), _fmt_s)
+    time_s = _total([s for s in secs if s is not None], len(secs), ui.fmt_seconds)
     where = "run one after another" if sweep.backend == "local" else \
         "summed over runs; Ray runs them in parallel as resources allow"
     console.print(f"{len(planned)} runs: {counts['finished']} finished, {counts['partial']} interrupted "
@@ -52,7 +52,7 @@ def plan_cmd(
 
 def plan_table(sweep, planned: list, limit: int = 200) -> list:
     """What `plw sweep plan` prints above its totals: a title line, a line with the factors that are
-    constant across the grid (model, regulariser, seed: not repeated as columns), and the table.
+    constant across the grid (model, regularizer, seed: not repeated as columns), and the table.
 
     Numbers, run IDs and statuses never wrap or truncate; long text (model and dataset names) folds
     onto more lines, so the table stays readable at 80 columns."""
@@ -60,7 +60,6 @@ def plan_table(sweep, planned: list, limit: int = 200) -> list:
     from rich.markup import escape
     from rich.table import Table
 
-    from plw.experiment.runner import _fmt_s
 
     def label(p, col):
         r = p.run
@@ -89,7 +88,7 @@ def plan_table(sweep, planned: list, limit: int = 200) -> list:
                 "w_p": f"{r.wp:.3f}", "regularizer": escape(r.regularizer.name), "seed": str(r.seed),
                 "status": f"[{style[p.status]}]{p.status}[/]" if style[p.status] else p.status,
                 "tokens": "?" if p.tokens is None else f"{p.tokens:,}",
-                "time": "?" if p.seconds is None else _fmt_s(p.seconds)}
+                "time": "?" if p.seconds is None else ui.fmt_seconds(p.seconds)}
         table.add_row(*(cell[c] for c in cols))
     out: list = [escape(f"sweep {sweep.name} → {sweep.store_dir()}")]
     if planned and constant:
@@ -130,13 +129,37 @@ def run_cmd(
     if backend not in (None, "local", "ray"):
         raise PLWError(f"expected local or ray, got {backend!r}", field="--backend")
     sweep = load_spec(spec, check_files=True)
-    outcome = run_sweep(sweep, backend=backend, progress=progress, fail_fast=fail_fast,
-                        analysis=analysis)
+    console = ui.console(stderr=True)
+    outcome = run_sweep(sweep, backend=backend, progress=progress, fail_fast=fail_fast, console=console)
+    if (sweep.analysis if analysis is None else analysis) and not outcome.failed:
+        analyse_sweep(outcome, console, progress=progress)
     typer.echo(f"results: {outcome.store_dir / 'results.parquet'} ({len(outcome.finished)} run(s) "
                f"finished now, {len(outcome.skipped)} earlier, {len(outcome.failed)} failed)")
     if outcome.failed:
         # SystemExit, not typer.Exit: click (standalone_mode=False) would turn Exit into a return value.
         raise SystemExit(1)
+
+
+def analyse_sweep(outcome, console, *, progress: bool = True) -> None:
+    """The analysis report of a finished sweep, into `<store>/analysis/` (here, at the CLI level,
+    because `plw.experiment` and `plw.analysis` sit side by side)."""
+    from plw.errors import PLWError
+    from plw.analysis.analyze import conclusion
+    from plw.analysis.report import analyze_results
+
+    out = outcome.store_dir / "analysis"
+    console.rule("[bold]analysis[/]", align="left")
+    try:
+        analysis = analyze_results(outcome.store_dir, out, progress=progress)
+    except Exception as err:  # the runs are safe in the table; say why the report is missing
+        msg = err.one_line() if isinstance(err, PLWError) else f"{type(err).__name__}: {err}"
+        outcome.analysis_note = f"analysis failed: {msg} (rerun it with `plw analyze {outcome.store_dir}`)"
+        console.print(f"[yellow]note[/]: {outcome.analysis_note}", soft_wrap=True)
+        return
+    outcome.analysis_dir = out
+    for name, g in analysis.get("groups", {}).items():
+        console.print(f"• {g.get('conclusion') or conclusion(name, g)}", soft_wrap=True)
+    console.print(f"analysis report → {out / 'report.html'}")
 
 
 def results_cmd(
@@ -149,10 +172,9 @@ def results_cmd(
     wide: bool = typer.Option(False, "--wide", help="Also show the group and diagnostics columns."),
 ) -> None:
     """Show the results table of a sweep and export it."""
-    from rich.console import Console
     from rich.table import Table
 
-    from plw.experiment.store import read_table
+    from plw.results.store import read_table
     from plw.io import atomic_path
 
     store = target
@@ -184,7 +206,7 @@ def results_cmd(
                          no_wrap=c in ("run_id", "plw", "score"))
     for _, row in shown.head(rows).iterrows():
         table.add_row(*(_cell(row[c]) for c in cols))
-    console = Console()
+    console = ui.console()
     console.print(table)
     if len(shown) > rows:
         console.print(f"… {len(shown) - rows} more rows (--rows N, or export with --csv/--parquet)")

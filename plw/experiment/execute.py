@@ -192,11 +192,11 @@ def generation_instructions(name: str) -> tuple[list[str] | None, str]:
     """The generation-length prompt set: AlpacaEval's instructions, held-out synthetic ones, or a
     local data file's instructions. `auto` = AlpacaEval when its file is present, else builtin."""
     if name in ("auto", "alpaca_eval"):
-        try:
-            from plw.eval.judge import load_alpaca_eval
+        from plw.eval.judge import load_alpaca_eval
 
+        try:
             return list(load_alpaca_eval(None).instructions), "alpaca_eval"
-        except (ImportError, PLWError, OSError):
+        except (PLWError, OSError):
             if name == "alpaca_eval":
                 raise
     if name in ("auto", "builtin"):

@@ -1,6 +1,6 @@
 """Grid expansion: the spec's factors → one `Run` per cell, with a stable run ID.
 
-The run ID is a hash of the run's canonical config (model, dataset, PLW, regulariser, seed, the
+The run ID is a hash of the run's canonical config (model, dataset, PLW, regularizer, seed, the
 training overrides and the evaluation settings), so it does not depend on the order of the grid,
 on YAML spelling (`1e-2` vs `0.01`) or on where the store lives. Changing anything that changes
 results gives a new ID; `plw sweep run` then trains that cell again. Evaluation knobs that only
@@ -37,7 +37,7 @@ class Run:
     plw: float
     regularizer: RegularizerSpec
     seed: int
-    train_overrides: dict[str, Any]  # spec.train merged with the regulariser's overrides
+    train_overrides: dict[str, Any]  # spec.train merged with the regularizer's overrides
     eval: dict[str, Any]  # all evaluation settings (the hashed config omits the speed-only ones)
     config: dict[str, Any] = field(repr=False)  # the canonical config that was hashed
 
@@ -110,7 +110,7 @@ def hashed_eval(eval_cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def expand(spec: SweepSpec) -> list[Run]:
-    """All cells: models × datasets × regularisers × PLW levels × seeds (regulariser PLW filters apply)."""
+    """All cells: models × datasets × regularizers × PLW levels × seeds (regularizer PLW filters apply)."""
     eval_cfg = spec.eval.model_dump(mode="json")
     eval_hashed = hashed_eval(eval_cfg)
     runs: list[Run] = []
@@ -136,46 +136,8 @@ def expand(spec: SweepSpec) -> list[Run]:
                                         seed=int(seed), train_overrides=overrides, eval=eval_cfg,
                                         config=config))
     ids = [r.run_id for r in runs]
-    if len(set(ids)) != len(ids):  # identical cells, e.g. a regulariser with no overrides twice
+    if len(set(ids)) != len(ids):  # identical cells, e.g. a regularizer with no overrides twice
         dup = next(r for r in runs if ids.count(r.run_id) > 1)
         raise PLWError(f"two grid cells have the same config (regularizer {dup.regularizer.name!r}, "
                        f"dataset {dup.dataset.name!r}, PLW {dup.plw:g})", field="regularizers")
     return runs
-
-
-def validate_train_overrides(spec: SweepSpec, *, file: str, lines: dict[tuple, int]) -> None:
-    """Check `train:` and each regulariser's overrides against `plw.train.TrainConfig` (when present)."""
-    try:
-        from plw.train.config import TrainConfig
-    except ImportError:
-        return  # plw.train not installed yet: the runner validates each run before training
-    from pydantic import ValidationError
-
-    from plw.experiment.spec import validation_error
-    from plw.experiment.yamlpos import format_loc, line_of
-
-    base = {"model": spec.models[0], "data": spec.datasets[0].source, "prompt_loss_weight": 0.0,
-            "seed": spec.seeds[0]}
-    checks = [(("train",), spec.train)] + [
-        (("regularizers", i, "train"), {**spec.train, **r.train}) for i, r in enumerate(spec.regularizers)]
-    checks += [(("datasets", i, "template"), {**spec.train, "template": d.template})
-               for i, d in enumerate(spec.datasets) if d.template is not None]
-    for prefix, overrides in checks:
-        try:
-            TrainConfig.model_validate({**base, **overrides})
-        except ValidationError as err:
-            loc = err.errors()[0]["loc"]
-            # An error in a global override reported inside a regulariser names the global key.
-            if prefix[0] == "regularizers" and loc and loc[0] not in prefix_keys(spec, prefix):
-                prefix = ("train",)
-            if prefix[0] == "datasets":
-                if loc and loc[0] == "template":
-                    loc_err = validation_error(err, file=file, lines=lines)
-                    raise type(loc_err)(loc_err.problem, file=file, line=line_of(lines, prefix),
-                                        field=format_loc(prefix)) from None
-                prefix = ("train",)
-            raise validation_error(err, file=file, lines=lines, prefix=prefix) from None
-
-
-def prefix_keys(spec: SweepSpec, prefix: tuple) -> set:
-    return set(spec.regularizers[prefix[1]].train)

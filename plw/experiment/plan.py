@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from plw.experiment.grid import Run, expand
 from plw.experiment.spec import SweepSpec
-from plw.experiment.store import RESULT_FILE, ResultsStore
+from plw.results.schema import RESULT_FILE
+from plw.results.store import ResultsStore
 
 # Measured: `builtin:tiny` (64 hidden, 2 layers, 1 thread) trains + evaluates at roughly this many
 # tokens/s on one CPU core with the quickstart settings (6,400 on a 4× oversubscribed 2-core box);

@@ -8,13 +8,12 @@ writes its run's training outputs under `<store>/runs/<run_id>/`.
 
 from __future__ import annotations
 
+import itertools
 import os
-import time
-from typing import Any
+from typing import Any, Iterator
 
 from plw.experiment.grid import Run
 from plw.experiment.spec import SweepSpec
-from plw.experiment.store import ResultsStore
 
 
 def _task(run: Run, run_dir: str, data_source: str, num_cpus: float, execute_fn=None) -> dict[str, Any]:
@@ -43,58 +42,46 @@ def init_ray(spec: SweepSpec) -> bool:
     return True
 
 
-def run_on_ray(spec: SweepSpec, store: ResultsStore, todo: list[Run], outcome, *, console,
-               fail_fast: bool = False, execute_fn=None) -> None:
-    import ray
+class RayExecutor:
+    """Runs jobs as Ray tasks, at most `ray.max_concurrent` at once (see `runner.schedule`)."""
 
-    from plw.experiment.runner import _fmt_s, _record_failure, _summary, data_source, describe, prepare, prune
+    def __init__(self, spec: SweepSpec, *, execute_fn=None):
+        self.spec, self.execute_fn = spec, execute_fn
 
-    if not todo:
-        return
-    started = init_ray(spec)
-    try:
-        remote = ray.remote(num_cpus=spec.ray.num_cpus_per_run, num_gpus=spec.ray.num_gpus_per_run,
-                            max_retries=0)(_task)
-        limit = spec.ray.max_concurrent or len(todo)
-        pending: dict[Any, Run] = {}
-        queue = list(todo)
-        t0 = time.time()
-        done = 0
+    def results(self, jobs: Iterator) -> Iterator[tuple[Any, dict | None, BaseException | None]]:
+        import ray
 
-        def submit() -> None:
-            while queue and len(pending) < limit:
-                run = queue.pop(0)
-                run_dir = prepare(store, run)
-                ref = remote.remote(run, str(run_dir.resolve()), data_source(run), spec.ray.num_cpus_per_run,
-                                    execute_fn)
-                pending[ref] = run
-                console.print(f"  submitted {describe(run)}")
-
-        submit()
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            ref = ready[0]
-            run = pending.pop(ref)
-            done += 1
-            try:
-                result = ray.get(ref)
-            except Exception as err:  # RayTaskError wraps the worker's exception
-                cause = getattr(err, "cause", None) or err
-                _record_failure(store.run_dir(run.run_id), cause, outcome, run, console)
-                if fail_fast:
-                    queue.clear()
-                    for r in list(pending):
-                        ray.cancel(r, force=True)
-                    pending.clear()
-                    break
-            else:
-                store.write_result(run.run_id, result)
-                store.rebuild()
-                prune(store, run, spec.keep)
-                outcome.finished.append(run.run_id)
-                console.print(f"[{done}/{len(todo)}, {_fmt_s(time.time() - t0)}] finished {run.run_id}: "
-                              + _summary(result))
-            submit()
-    finally:
-        if started:
-            ray.shutdown()
+        jobs = iter(jobs)
+        first = next(jobs, None)
+        if first is None:  # nothing to run: do not start Ray
+            return
+        jobs = itertools.chain([first], jobs)
+        started = init_ray(self.spec)
+        pending: dict[Any, Any] = {}
+        try:
+            remote = ray.remote(num_cpus=self.spec.ray.num_cpus_per_run, num_gpus=self.spec.ray.num_gpus_per_run,
+                                max_retries=0)(_task)
+            limit = self.spec.ray.max_concurrent or float("inf")
+            while True:
+                while len(pending) < limit:
+                    job = next(jobs, None)
+                    if job is None:
+                        break
+                    ref = remote.remote(job.run, str(job.run_dir.resolve()), job.data_source,
+                                        self.spec.ray.num_cpus_per_run, self.execute_fn)
+                    pending[ref] = job
+                if not pending:
+                    return
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                job = pending.pop(ready[0])
+                try:
+                    result = ray.get(ready[0])
+                except Exception as err:  # RayTaskError wraps the worker's exception
+                    yield job, None, getattr(err, "cause", None) or err
+                else:
+                    yield job, result, None
+        finally:  # also when the scheduler stops early (fail_fast): cancel what is left
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            if started:
+                ray.shutdown()

@@ -13,15 +13,14 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
-
-import yaml
+from typing import Any, Callable, Iterator
 
 from plw.errors import PLWError
 from plw.experiment.grid import Run, expand
 from plw.experiment.spec import SweepSpec
-from plw.experiment.store import SPEC_FILE, ResultsStore
 from plw.io import write_text_atomic
+from plw.results.store import ResultsStore
+from plw.ui import console as ui_console, fmt_seconds
 
 
 @dataclass
@@ -35,12 +34,10 @@ class SweepOutcome:
 
 
 def run_sweep(spec: SweepSpec, *, backend: str | None = None, progress: bool = True,
-              console=None, fail_fast: bool = False, analysis: bool | None = None,
-              execute_fn: Callable[..., dict] | None = None) -> SweepOutcome:
-    """Run every unfinished cell of `spec`; return what happened. Safe to call again after a crash."""
-    from rich.console import Console
-
-    console = console or Console(stderr=True)
+              console=None, fail_fast: bool = False, execute_fn: Callable[..., dict] | None = None) -> SweepOutcome:
+    """Run every unfinished cell of `spec`; return what happened. Safe to call again after a crash.
+    (`plw sweep run` then analyses the table: `plw.experiment.commands.analyse_sweep`.)"""
+    console = console or ui_console(stderr=True)
     backend = backend or spec.backend
     store = ResultsStore(spec.store_dir())
     runs = expand(spec)
@@ -48,8 +45,7 @@ def run_sweep(spec: SweepSpec, *, backend: str | None = None, progress: bool = T
     with store.lock():
         for tmp in store.root.glob(".*.tmp"):  # temp files of writes cut short by a kill
             tmp.unlink()
-        write_text_atomic(store.root / SPEC_FILE,
-                          yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+        store.write_spec(spec.model_dump(mode="json"), [r.run_id for r in runs])
         # The result files are the truth: catch up after a kill between a result file and the
         # table rebuild, or after run folders were deleted by hand to rerun them.
         store.rebuild()
@@ -62,23 +58,20 @@ def run_sweep(spec: SweepSpec, *, backend: str | None = None, progress: bool = T
             console.print(f"[yellow]note[/]: {len(stray)} finished run(s) in the store are not in this "
                           "spec's grid (an earlier version of it?); they stay on disk, out of the table")
         if backend == "ray":
-            from plw.experiment.ray_backend import run_on_ray
+            from plw.experiment.ray_backend import RayExecutor
 
-            run_on_ray(spec, store, todo, outcome, console=console, fail_fast=fail_fast,
-                       execute_fn=execute_fn)
+            executor = RayExecutor(spec, execute_fn=execute_fn)
         else:
             if spec.threads and todo:
                 import torch
 
                 torch.set_num_threads(spec.threads)
-            _run_local(store, todo, outcome, console=console, progress=progress,
-                       fail_fast=fail_fast, execute_fn=execute_fn, keep=spec.keep)
+            executor = LocalExecutor(execute_fn=execute_fn, progress=progress)
+        schedule(store, todo, outcome, executor, console=console, fail_fast=fail_fast, keep=spec.keep)
         store.rebuild()
     if outcome.failed:
         console.print(f"[red]{len(outcome.failed)} run(s) failed[/] (rerun to retry): "
                       + "; ".join(f"{k}: {v}" for k, v in outcome.failed.items()))
-    if (spec.analysis if analysis is None else analysis) and not outcome.failed:
-        _analyse(store, outcome, console)
     return outcome
 
 
@@ -124,37 +117,71 @@ def prune(store: ResultsStore, run: Run, keep: str) -> None:
                 f.unlink()
 
 
-def _run_local(store: ResultsStore, todo: list[Run], outcome: SweepOutcome, *, console, progress: bool,
-               fail_fast: bool, execute_fn, keep: str = "weights") -> None:
-    from plw.experiment.execute import execute
+@dataclass(frozen=True)
+class Job:
+    """One run handed to an executor: its prepared folder and its data source."""
 
-    execute_fn = execute_fn or execute
-    durations: list[float] = []
-    for i, run in enumerate(todo, 1):
-        eta = ""
-        if durations:
-            eta = f"  (≈{_fmt_s(sum(durations) / len(durations) * (len(todo) - i + 1))} left)"
-        console.rule(f"[bold]run {i}/{len(todo)}[/] {describe(run)}{eta}", align="left")
-        t0 = time.time()
-        run_dir = prepare(store, run)
-        try:
-            result = execute_fn(run, run_dir, data_source=data_source(run), progress=progress)
-        except KeyboardInterrupt:
-            raise
-        except Exception as err:  # one failed cell must not lose the others; it reruns next time
-            _record_failure(run_dir, err, outcome, run, console)
-            if fail_fast:
-                break
-            continue
-        store.write_result(run.run_id, result)
-        store.rebuild()
-        prune(store, run, keep)
-        durations.append(time.time() - t0)
-        outcome.finished.append(run.run_id)
-        console.print(f"  finished in {_fmt_s(durations[-1])}: " + _summary(result))
+    run: Run
+    run_dir: Path
+    data_source: str
 
 
-def _record_failure(run_dir: Path, err: BaseException, outcome: SweepOutcome, run: Run, console) -> None:
+class LocalExecutor:
+    """Runs jobs one after another in this process."""
+
+    def __init__(self, *, execute_fn: Callable[..., dict] | None = None, progress: bool = True):
+        self.execute_fn, self.progress = execute_fn, progress
+
+    def results(self, jobs: Iterator[Job]) -> Iterator[tuple[Job, dict | None, BaseException | None]]:
+        from plw.experiment.execute import execute
+
+        execute_fn = self.execute_fn or execute
+        for job in jobs:
+            try:
+                result = execute_fn(job.run, job.run_dir, data_source=job.data_source, progress=self.progress)
+            except Exception as err:  # one failed cell must not lose the others; it reruns next time
+                yield job, None, err
+            else:
+                yield job, result, None
+
+
+def schedule(store: ResultsStore, todo: list[Run], outcome: SweepOutcome, executor, *, console,
+             fail_fast: bool = False, keep: str = "weights") -> None:
+    """The run loop, for every executor: hand out prepared jobs, then record each result as it
+    comes back (the driver alone writes the store). `executor.results(jobs)` pulls a job when it
+    can start it and yields `(job, result, error)` as runs end; closing it cancels the rest."""
+    t0 = time.time()
+    done = 0
+
+    def jobs() -> Iterator[Job]:
+        for i, run in enumerate(todo, 1):
+            eta = ""
+            if done:
+                eta = f"  (≈{fmt_seconds((time.time() - t0) / done * (len(todo) - done))} left)"
+            console.rule(f"[bold]run {i}/{len(todo)}[/] {describe(run)}{eta}", align="left")
+            yield Job(run, prepare(store, run), data_source(run))
+
+    results = executor.results(jobs())
+    try:
+        for job, result, err in results:
+            done += 1
+            if err is not None:
+                record_failure(job.run_dir, err, outcome, job.run, console)
+                if fail_fast:
+                    break
+                continue
+            store.write_result(job.run.run_id, result)
+            store.rebuild()
+            prune(store, job.run, keep)
+            outcome.finished.append(job.run.run_id)
+            console.print(f"  [{done}/{len(todo)}, {fmt_seconds(time.time() - t0)}] finished "
+                          f"{job.run.run_id}: " + summary(result))
+    finally:
+        results.close()
+
+
+def record_failure(run_dir: Path, err: BaseException, outcome: SweepOutcome, run: Run, console) -> None:
+    """Note a failed run in the outcome, its traceback in `error.txt` and one line on the console."""
     msg = err.one_line() if isinstance(err, PLWError) else f"{type(err).__name__}: {err}".splitlines()[0]
     outcome.failed[run.run_id] = msg
     tb = "".join(traceback.format_exception(type(err), err, err.__traceback__))
@@ -162,49 +189,10 @@ def _record_failure(run_dir: Path, err: BaseException, outcome: SweepOutcome, ru
     console.print(f"  [red]failed[/]: {msg} (traceback in {run_dir / 'error.txt'})")
 
 
-def _summary(result: dict[str, Any]) -> str:
+def summary(result: dict[str, Any]) -> str:
+    """A run's R_g and first scores, on one line."""
     parts = [f"R_g={result.get('ratio', float('nan')):.3g}"]
     for r in result["rows"]:
         if r["group"] != "diag":
             parts.append(f"{r['benchmark']}/{r['metric']}={r['score']:.3g}")
     return "  ".join(parts[:8])
-
-
-def _analyse(store: ResultsStore, outcome: SweepOutcome, console) -> None:
-    try:
-        from plw.analysis import analyze_results  # type: ignore[attr-defined]
-    except ImportError:
-        outcome.analysis_note = "plw.analysis.analyze_results is not available; analysis skipped"
-        console.print(f"[yellow]note[/]: {outcome.analysis_note}")
-        return
-    out = store.root / "analysis"
-    console.rule("[bold]analysis[/]", align="left")
-    try:
-        analysis = analyze_results(store.root, out, progress=True)
-    except Exception as err:  # the runs are safe in the table; say why the report is missing
-        msg = err.one_line() if isinstance(err, PLWError) else f"{type(err).__name__}: {err}"
-        outcome.analysis_note = f"analysis failed: {msg} (rerun it with `plw analyze {store.root}`)"
-        console.print(f"[yellow]note[/]: {outcome.analysis_note}", soft_wrap=True)
-        return
-    outcome.analysis_dir = out
-    for line in _conclusions(analysis):
-        console.print(f"• {line}", soft_wrap=True)
-    console.print(f"analysis report → {out / 'report.html'}")
-
-
-def _conclusions(analysis: dict) -> list[str]:
-    """One plain-language line per dataset group (from plw.analysis), for the end of a sweep."""
-    try:
-        from plw.analysis.analyze import conclusion
-    except ImportError:
-        return []
-    return [g.get("conclusion") or conclusion(name, g) for name, g in analysis.get("groups", {}).items()]
-
-
-def _fmt_s(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"

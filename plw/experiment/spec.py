@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from plw import PAPER_PLW_LEVELS
 from plw.errors import PLWError
+from plw.train.config import upgrade_keys
 from plw.experiment.yamlpos import format_loc, line_of, load_yaml_with_lines
 
 _INVERT = re.compile(r"^\s*invert\(\s*(?P<src>.+?)\s*(?:,\s*target_ratio\s*=\s*(?P<r>[^)\s]+)\s*)?\)\s*$")
@@ -91,11 +92,16 @@ def _display_name(value: dict) -> str:
 
 
 class RegularizerSpec(_Strict):
-    """An alternative regulariser (paper §6.1): TrainConfig overrides, optionally at chosen PLWs."""
+    """An alternative regularizer (paper §6.1): TrainConfig overrides, optionally at chosen PLWs."""
 
     name: str
     train: dict[str, Any] = Field(default_factory=dict)
     plw: list[PLWLevel] | None = None  # the paper ran the alternatives at PLW 0 and 1 only
+
+    @field_validator("train")
+    @classmethod
+    def _train_keys(cls, v: dict) -> dict:
+        return upgrade_keys(v)  # the run ID hashes the current spelling
 
     @model_validator(mode="before")
     @classmethod
@@ -106,6 +112,11 @@ class RegularizerSpec(_Strict):
                                  "use {name: ..., train: {...}}")
             return {"name": "none"}
         return value
+
+    @field_validator("train")
+    @classmethod
+    def _train_keys(cls, v: dict) -> dict:
+        return upgrade_keys(v)  # the run ID hashes the current spelling
 
     @field_validator("name")
     @classmethod
@@ -131,10 +142,8 @@ class JudgeSpec(BaseModel):
 
     @model_validator(mode="after")
     def _judge_config(self) -> "JudgeSpec":
-        try:
-            from plw.eval.judge import JudgeConfig
-        except ImportError:
-            return self
+        from plw.eval.judge import JudgeConfig
+
         JudgeConfig.model_validate(self.model_extra or {})
         return self
 
@@ -255,8 +264,6 @@ def load_spec(path: str | Path, *, check_files: bool = False) -> SweepSpec:
         spec = SweepSpec.model_validate(data)
     except ValidationError as err:
         raise validation_error(err, file=str(path), lines=lines) from None
-    from plw.experiment.grid import validate_train_overrides
-
     validate_train_overrides(spec, file=str(path), lines=lines)
     validate_suite(spec, file=str(path), lines=lines)
     if check_files:
@@ -267,15 +274,44 @@ def load_spec(path: str | Path, *, check_files: bool = False) -> SweepSpec:
     return spec
 
 
+def validate_train_overrides(spec: SweepSpec, *, file: str, lines: dict[tuple, int]) -> None:
+    """Check `train:` and each regularizer's overrides against `plw.train.TrainConfig` (when present)."""
+    from plw.train.config import TrainConfig
+
+    base = {"model": spec.models[0], "data": spec.datasets[0].source, "prompt_loss_weight": 0.0,
+            "seed": spec.seeds[0]}
+    checks = [(("train",), spec.train)] + [
+        (("regularizers", i, "train"), {**spec.train, **r.train}) for i, r in enumerate(spec.regularizers)]
+    checks += [(("datasets", i, "template"), {**spec.train, "template": d.template})
+               for i, d in enumerate(spec.datasets) if d.template is not None]
+    for prefix, overrides in checks:
+        try:
+            TrainConfig.model_validate({**base, **overrides})
+        except ValidationError as err:
+            loc = err.errors()[0]["loc"]
+            # An error in a global override reported inside a regularizer names the global key.
+            if prefix[0] == "regularizers" and loc and loc[0] not in prefix_keys(spec, prefix):
+                prefix = ("train",)
+            if prefix[0] == "datasets":
+                if loc and loc[0] == "template":
+                    loc_err = validation_error(err, file=file, lines=lines)
+                    raise type(loc_err)(loc_err.problem, file=file, line=line_of(lines, prefix),
+                                        field=format_loc(prefix)) from None
+                prefix = ("train",)
+            raise validation_error(err, file=file, lines=lines, prefix=prefix) from None
+
+
+def prefix_keys(spec: SweepSpec, prefix: tuple) -> set:
+    return set(spec.regularizers[prefix[1]].train)
+
+
 def validate_suite(spec: SweepSpec, *, file: str, lines: dict[tuple, int]) -> None:
     """Check `eval.suite`'s names before anything trains (a typo would otherwise surface only after
     every run's training). Suite and plw task names cost nothing; lm-eval's task registry is indexed
     (seconds) only when some other name is used, as `plw.eval.evaluate` does."""
-    try:
-        from plw.eval.harness import (BUILTIN_TASKS, LOCAL_TASKS, OFFLINE_TASKS, SUITES, resolve_suite,
-                                      task_manager_for)
-    except ImportError:  # plw.eval not installed: evaluate() reports it per run
-        return
+    from plw.eval.harness import (BUILTIN_TASKS, LOCAL_TASKS, OFFLINE_TASKS, SUITES, resolve_suite,
+                                  task_manager_for)
+
     suite = spec.eval.suite
     names = [suite] if isinstance(suite, str) else list(suite)
 

@@ -23,9 +23,10 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import time
 from dataclasses import dataclass
 
-from fastapi import Depends, Request
+from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 
@@ -65,14 +66,34 @@ class Caller:
     state: ServeState
 
 
-def current_caller(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(_bearer),
-                   state: ServeState = Depends(get_state)) -> Caller:
+KEY_CACHE_S = 5.0  # a revoked key stops working within this many seconds
+_cache: dict[tuple[int, str], tuple[float, str, str]] = {}  # (database, key hash) -> project
+
+
+def _lookup(state: ServeState, digest: str) -> tuple[str, str] | None:
+    with state.db.session() as s:
+        row = s.execute(select(ApiKey.project_id, Project.name).join(Project, Project.id == ApiKey.project_id)
+                        .where(ApiKey.sha256 == digest, ApiKey.revoked.is_(False))).first()
+    return (row[0], row[1]) if row else None
+
+
+async def current_caller(creds: HTTPAuthorizationCredentials | None = Depends(_bearer),
+                         state: ServeState = Depends(get_state)) -> Caller:
+    from starlette.concurrency import run_in_threadpool
+
     if creds is None or not creds.credentials:
         raise APIError(401, "You didn't provide an API key. Send it as 'Authorization: Bearer KEY' "
                             "(create one with `plw keys create`).", code="missing_api_key")
-    with state.db.session() as s:
-        row = s.execute(select(ApiKey.project_id, Project.name).join(Project, Project.id == ApiKey.project_id)
-                        .where(ApiKey.sha256 == hash_key(creds.credentials), ApiKey.revoked.is_(False))).first()
-    if row is None:
+    digest = hash_key(creds.credentials)
+    slot = (id(state.db), digest)
+    hit = _cache.get(slot)
+    if hit is not None and hit[0] > time.monotonic():
+        return Caller(project_id=hit[1], project_name=hit[2], state=state)
+    # Known keys are cached briefly: most requests then skip a database round trip and a thread hop.
+    found = await run_in_threadpool(_lookup, state, digest)
+    if found is None:
         raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
-    return Caller(project_id=row[0], project_name=row[1], state=state)
+    if len(_cache) > 10_000:
+        _cache.clear()
+    _cache[slot] = (time.monotonic() + KEY_CACHE_S, *found)
+    return Caller(project_id=found[0], project_name=found[1], state=state)

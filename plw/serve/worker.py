@@ -137,6 +137,7 @@ def fail(db: Database, job_id: str, owner: str, *, code: str, message: str, para
 # ---- queued/running -> succeeded | failed | cancelled ---------------------------------------
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    os.nice(5)  # training yields the CPU to the API: metadata calls stay fast while jobs run
     try:
         import ctypes
 

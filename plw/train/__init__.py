@@ -3,9 +3,10 @@
 Light to import: torch/transformers load only when `train`, `PLWTrainer` or `PLWCollator` are used.
 """
 
-from plw.train.config import LoraSettings, Regularisers, TinySettings, TrainConfig, builtin_preset, load_config
+from plw.train.config import (LoraSettings, Regularisers, Regularizers, TinySettings, TrainConfig, builtin_preset,
+                              load_config)
 
-__all__ = ["TrainConfig", "LoraSettings", "Regularisers", "TinySettings", "builtin_preset", "load_config",
+__all__ = ["TrainConfig", "LoraSettings", "Regularizers", "Regularisers", "TinySettings", "builtin_preset", "load_config",
            "train", "TrainResult", "PLWTrainer", "PLWCollator", "attach_plw_loss"]
 
 _LAZY = {"train": "plw.train.run", "TrainResult": "plw.train.run", "PLWTrainer": "plw.train.trainer",

@@ -13,6 +13,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from plw.io import json_safe, write_text_atomic
+from plw.ui import progress_bar
 
 
 def read_metrics(path: str | Path) -> list[dict]:
@@ -78,31 +79,23 @@ class RichProgressCallback(TrainerCallback):
     def __init__(self, description: str = "training"):
         self.description = description
         self.progress = None
-        self.task = None
 
     def on_train_begin(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
             return
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
-
-        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                                 transient=False)
-        self.progress.start()
-        self.task = self.progress.add_task(self.description, total=state.max_steps,
-                                           completed=state.global_step, info="")
+        self.progress = progress_bar(True, self.description, state.max_steps, transient=False).__enter__()
+        self.progress.update(completed=state.global_step)
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.progress is not None:
-            self.progress.update(self.task, completed=state.global_step)
+            self.progress.update(completed=state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.progress is not None and logs:
             parts = [f"{k} {logs[k]:.4g}" for k in ("loss", "completion_nll", "eval_completion_nll")
                      if isinstance(logs.get(k), (int, float))]
             if parts:
-                self.progress.update(self.task, info="  ".join(parts))
+                self.progress.update(info="  ".join(parts))
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.progress is not None:

@@ -17,7 +17,7 @@ def train_command(
     config: Optional[Path] = typer.Argument(
         None, help="CONFIG.yaml. Without it: the built-in CPU preset (tiny Llama on builtin:short)."),
     set_: list[str] = typer.Option([], "--set", help="Override a config key: --set key=value (dotted for "
-                                   "sections: --set regularisers.label_smoothing=0.1). Repeatable."),
+                                   "sections: --set regularizers.label_smoothing=0.1). Repeatable."),
     model: Optional[str] = typer.Option(None, "--model", help="HF name/path or builtin:tiny."),
     data: Optional[str] = typer.Option(None, "--data", help="Records: JSON/JSONL file, HF dataset, builtin:short…"),
     prompt_loss_weight: Optional[float] = typer.Option(None, "--prompt-loss-weight", "--plw",

@@ -7,6 +7,7 @@ random-init Llama on the built-in synthetic data, with settings a tiny model nee
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Optional, Any, Literal, Union
 
@@ -60,14 +61,17 @@ class LoraSettings(_Strict):
     target_modules: Union[str, list[str]] = "all-linear"
 
 
-class Regularisers(_Strict):
-    """The paper's alternative regularisers (§6.1). Weight decay is `TrainConfig.weight_decay`."""
+class Regularizers(_Strict):
+    """The paper's alternative regularizers (§6.1). Weight decay is `TrainConfig.weight_decay`."""
 
     minkowski_coef: float = Field(0.0, ge=0, description="coefficient of the Minkowski-distance penalty")
     minkowski_p: float = Field(1.0, gt=0, description="p of the penalty (the paper used p = 1)")
     attention_dropout: float = Field(0.0, ge=0, lt=1)
     hidden_dropout: float = Field(0.0, ge=0, lt=1)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+
+
+Regularisers = Regularizers  # the old spelling, kept importable
 
 
 class TinySettings(_Strict):
@@ -131,7 +135,7 @@ class TrainConfig(_Strict):
     group_by_length: bool = False
 
     lora: LoraSettings = LoraSettings()
-    regularisers: Regularisers = Regularisers()
+    regularizers: Regularizers = Regularizers()
 
     # diagnostics (§5.3)
     loss_window: int = Field(5, ge=2)
@@ -184,12 +188,35 @@ class TrainConfig(_Strict):
     def _known_integrations(cls, v: list[str]):
         return [_check_name("report_to", r) for r in v]
 
+    @model_validator(mode="before")
+    @classmethod
+    def _deprecated_keys(cls, data: Any) -> Any:
+        return upgrade_keys(data)
+
     @model_validator(mode="after")
     def _batch_divides(self):
         if self.global_batch_size % self.per_device_batch_size:
             raise ValueError(f"global_batch_size ({self.global_batch_size}) must be a multiple of "
                              f"per_device_batch_size ({self.per_device_batch_size})")
         return self
+
+
+# Old key -> its one name now. The old one still loads, with a warning.
+DEPRECATED_KEYS = {"regularisers": "regularizers"}
+
+
+def upgrade_keys(data: Any) -> Any:
+    """`data` (a TrainConfig mapping) with deprecated keys renamed, warning about each."""
+    if not isinstance(data, dict) or not any(k in data for k in DEPRECATED_KEYS):
+        return data
+    data = dict(data)
+    for old, new in DEPRECATED_KEYS.items():
+        if old in data:
+            if new in data:
+                raise ValueError(f"give {new} only ({old} is its deprecated spelling)")
+            warnings.warn(f"`{old}` is deprecated: use `{new}`", FutureWarning, stacklevel=2)
+            data[new] = data.pop(old)
+    return data
 
 
 def builtin_preset() -> dict[str, Any]:
@@ -322,8 +349,9 @@ def _yaml_line(node, loc: tuple) -> int | None:
     for part in loc:
         if node is None or node.tag != "tag:yaml.org,2002:map":
             break
+        old = {v: k for k, v in DEPRECATED_KEYS.items()}.get(part)
         for key_node, value_node in node.value:
-            if key_node.value == part:
+            if key_node.value in (part, old):
                 line = key_node.start_mark.line + 1
                 node = value_node
                 break

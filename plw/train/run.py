@@ -199,7 +199,7 @@ def train(config: TrainConfig | dict, *, progress: bool = True,
     from plw.train.config import save_config
     from plw.train.diagnostics import loss_rsd, snapshot, weight_distances
     from plw.train.collator import PLWCollator
-    from plw.train.regularisers import set_dropout
+    from plw.train.regularizers import set_dropout
     from plw.train.trainer import PLWTrainer
     from plw.io import json_safe, write_json_atomic
 
@@ -258,8 +258,8 @@ def train(config: TrainConfig | dict, *, progress: bool = True,
     check_single_process_gpus(args.n_gpu, world)
     set_seed(config.seed)
     model = _load_model(config, tokenizer)
-    set_dropout(model, attention=config.regularisers.attention_dropout,
-                hidden=config.regularisers.hidden_dropout)
+    set_dropout(model, attention=config.regularizers.attention_dropout,
+                hidden=config.regularizers.hidden_dropout)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     if config.lora.enabled:
@@ -276,7 +276,7 @@ def train(config: TrainConfig | dict, *, progress: bool = True,
     # again in host memory on every rank: other ranks keep one only when the penalty needs it.
     # Every process calls snapshot: under ZeRO-3 (zero.Init) gathering a partitioned parameter is
     # a collective all ranks take part in; keep=False then drops the gathered copy.
-    needs_initial = is_main_process() or bool(config.regularisers.minkowski_coef)
+    needs_initial = is_main_process() or bool(config.regularizers.minkowski_coef)
     initial = snapshot(model, keep=needs_initial)
 
     collator = PLWCollator(tokenizer.pad_token_id, packing=config.packing)
@@ -284,10 +284,10 @@ def train(config: TrainConfig | dict, *, progress: bool = True,
         model=model, args=args, train_dataset=_ListDataset(train_rows),
         eval_dataset=_ListDataset(val_rows) if has_val else None,
         data_collator=collator, processing_class=tokenizer,
-        normalizer=config.normalizer, label_smoothing=config.regularisers.label_smoothing,
+        normalizer=config.normalizer, label_smoothing=config.regularizers.label_smoothing,
         track_prompt_nll=config.log_prompt_nll, loss_backend=config.loss_backend,
         loss_strategy=config.loss_strategy,
-        minkowski_coef=config.regularisers.minkowski_coef, minkowski_p=config.regularisers.minkowski_p,
+        minkowski_coef=config.regularizers.minkowski_coef, minkowski_p=config.regularizers.minkowski_p,
         initial_params=initial,
     )
     try:
@@ -421,10 +421,10 @@ def check_sharding(trainer, config: TrainConfig) -> None:
         raise PLWError("ZeRO-3 needs zero3_save_16bit_model: true in the accelerate config "
                        "(stage3_gather_16bit_weights_on_model_save in a DeepSpeed json) so that plw can "
                        "save the trained model", field="accelerate config")
-    if config.regularisers.minkowski_coef and (fsdp or zero3):
+    if config.regularizers.minkowski_coef and (fsdp or zero3):
         raise PLWError(f"the Minkowski penalty needs whole parameters in every process, which "
                        f"{'FSDP' if fsdp else 'ZeRO-3'} shards: use one process, DDP or ZeRO <= 2",
-                       field="regularisers.minkowski_coef")
+                       field="regularizers.minkowski_coef")
 
 
 def _zero3_saves_16bit(plugin) -> bool:

@@ -117,7 +117,7 @@ class PLWLossMixin:
         return (loss, out) if return_outputs else loss
 
     def _penalty(self, model):
-        from plw.train.regularisers import minkowski_penalty
+        from plw.train.regularizers import minkowski_penalty
 
         inner = self.accelerator.unwrap_model(model)
         if self._device_initial is None:

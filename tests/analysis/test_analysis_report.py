@@ -49,7 +49,7 @@ def assert_report_resolves(out: Path) -> list[str]:
 
 def make_store(root: Path, seed=0) -> Path:
     """A results store as the sweep runner writes it: 2 models x 3 datasets x 5 PLW x 4 benchmarks,
-    diagnostics rows, diagnostics columns and two regulariser runs per dataset."""
+    diagnostics rows, diagnostics columns and two regularizer runs per dataset."""
     rng = np.random.default_rng(seed)
     rows = []
     datasets = {"Short": 0.08, "Medium": 1.0, "Long": 3.27}

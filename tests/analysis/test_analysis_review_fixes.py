@@ -63,7 +63,7 @@ def test_recommend_outside_the_swept_range_is_low_confidence(shared, tmp_path, c
 
 # 2. a stale store table ----------------------------------------------------------------------
 def test_stale_store_table_reads_the_result_files(tmp_path):
-    from plw.experiment.store import ResultsStore
+    from plw.results.store import ResultsStore
 
     store = ResultsStore(tmp_path / "store")
 
@@ -167,7 +167,7 @@ def _table(with_dataset: bool):
     return df if with_dataset else df.drop(columns="dataset")
 
 
-def test_diagnostics_use_only_unregularised_runs():
+def test_diagnostics_use_only_unregularized_runs():
     df, _ = load_results(_table(True))
     a = analyze_table(df, "raw")
     for g in a["groups"].values():

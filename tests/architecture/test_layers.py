@@ -22,22 +22,18 @@ def test_every_top_level_name_has_a_layer(graph):
     assert [c for c in comps if layering.level_of(c) is None] == []
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: being removed")
 def test_no_upward_or_sideways_import(graph):
     assert layering.layer_violations(graph) == []
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: being removed")
 def test_no_import_cycle(graph):
     assert layering.cycles(graph) == []
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: being removed")
 def test_no_private_name_across_modules(graph):
     assert layering.private_imports(graph) == []
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: being removed")
 def test_no_import_error_guard_around_plw(graph):
     assert layering.guarded_imports(graph) == []
 

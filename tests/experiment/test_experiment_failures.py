@@ -6,7 +6,7 @@ from __future__ import annotations
 from plw.cli import main
 from plw.experiment.grid import expand
 from plw.experiment.spec import load_spec
-from plw.experiment.store import ResultsStore
+from plw.results.store import ResultsStore
 
 
 def test_missing_data_file_fails_before_training(tiny_spec, capsys):

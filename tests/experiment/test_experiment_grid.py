@@ -28,7 +28,7 @@ BASE = """\
     datasets: [builtin:short, "invert(builtin:long, target_ratio=0.042)"]
     regularizers:
       - none
-      - {name: ls, plw: [0, 1], train: {regularisers: {label_smoothing: 0.1}}}
+      - {name: ls, plw: [0, 1], train: {regularizers: {label_smoothing: 0.1}}}
     seeds: [1, 2]
     train: {learning_rate: 0.001, num_epochs: 1}
     """
@@ -47,7 +47,7 @@ def test_full_factorial_with_regularizer_levels(tmp_path):
     assert cells == expected
     ls = next(r for r in runs if r.regularizer.name == "ls")
     assert ls.train_overrides == {"learning_rate": 0.001, "num_epochs": 1,
-                                  "regularisers": {"label_smoothing": 0.1}}
+                                  "regularizers": {"label_smoothing": 0.1}}
     cfg = ls.train_config("data.jsonl", "/out")
     assert cfg["prompt_loss_weight"] == ls.plw and cfg["seed"] == ls.seed and cfg["data"] == "data.jsonl"
 

@@ -52,7 +52,7 @@ def test_plan_table_varying_factors_keep_numbers_whole(tmp_path, monkeypatch):
         name: p
         plw: [{", ".join(LEVELS)}]
         datasets: ["builtin:short?n=200", "invert(builtin:long?n=200, target_ratio=0.042)"]
-        regularizers: [none, {{name: label_smoothing, plw: [0, 1], train: {{regularisers: {{label_smoothing: 0.1}}}}}}]
+        regularizers: [none, {{name: label_smoothing, plw: [0, 1], train: {{regularizers: {{label_smoothing: 0.1}}}}}}]
         seeds: [1, 2]
         """, tmp_path)
     lines = text.splitlines()

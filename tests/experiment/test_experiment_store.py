@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from plw.errors import PLWError
-from plw.experiment.store import COLUMNS, ResultsStore, read_table
+from plw.results.store import COLUMNS, ResultsStore, read_table
 
 
 def _rows(run_id: str, n: int = 2, **extra):
@@ -163,15 +163,17 @@ def test_table_holds_the_current_grid_only(tmp_path):
     import yaml
 
     from plw.experiment.grid import expand
-    from plw.experiment.spec import load_spec
+    from plw.experiment.spec import SweepSpec, load_spec
 
     spec = load_spec(Path(__file__).resolve().parents[2] / "examples" / "sweep_regularizers.yaml")
     store = ResultsStore(tmp_path / "s")
     (tmp_path / "s").mkdir()
-    # The spec as `sweep run` saves it reloads to the same run IDs (hash stable through the dump).
-    (tmp_path / "s" / "spec.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
     ids = [r.run_id for r in expand(spec)]
+    store.write_spec(spec.model_dump(mode="json"), ids)  # as `sweep run` does
     assert store.grid_ids() == set(ids)
+    # The spec as saved reloads to the same run IDs (hash stable through the dump).
+    saved = SweepSpec.model_validate(yaml.safe_load((tmp_path / "s" / "spec.yaml").read_text()))
+    assert [r.run_id for r in expand(saved)] == ids
     _finish(store, ids[0])
     _finish(store, "0ld0ld0ld0ld")  # finished under an earlier version of the spec
     df = store.rebuild()

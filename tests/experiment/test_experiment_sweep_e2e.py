@@ -18,7 +18,7 @@ import pandas as pd
 from plw.cli import main
 from plw.experiment.grid import expand
 from plw.experiment.spec import load_spec
-from plw.experiment.store import COLUMNS, ResultsStore
+from plw.results.store import COLUMNS, ResultsStore
 
 REPO = Path(__file__).resolve().parents[2]
 

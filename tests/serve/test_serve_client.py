@@ -124,3 +124,20 @@ def test_auto_plw_cancel_and_legacy(live, tmp_path):
     c.fine_tuning.jobs.cancel(legacy["id"])
     saved = json.dumps(c.fine_tuning.jobs.retrieve(legacy["id"]).hyperparameters.model_dump())
     assert '"prompt_loss_weight": 0.3' in saved
+
+
+def test_docs_guide_snippet_runs_unchanged(live, tmp_path):
+    """docs/serve.md's copy of OpenAI's guide snippets runs as written (base_url and key from the env)."""
+    import subprocess
+    import sys
+
+    from serve_helpers import REPO, env
+
+    doc = (REPO / "docs" / "serve.md").read_text()
+    snippet = doc.split("<!-- guide-snippet -->", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    write_chat_file(tmp_path / "mydata.jsonl")
+    out = subprocess.run([sys.executable, "-c", snippet], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=240, env={**env(), "OPENAI_BASE_URL": live.base_url, "OPENAI_API_KEY": live.key})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("succeeded ft:builtin-tiny:acme::"), out.stdout
+    assert "The job has successfully completed" in out.stdout

@@ -24,11 +24,11 @@ def test_builtin_preset_is_used_without_config_and_says_so():
 
 def test_yaml_and_overrides_and_roundtrip(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("model: builtin:tiny\nprompt_loss_weight: 0.25\nregularisers:\n  label_smoothing: 0.1\n")
-    c = load_config(path, ["regularisers.minkowski_coef=0.01", "normalizer=3.5", "lora=true",
+    path.write_text("model: builtin:tiny\nprompt_loss_weight: 0.25\nregularizers:\n  label_smoothing: 0.1\n")
+    c = load_config(path, ["regularizers.minkowski_coef=0.01", "normalizer=3.5", "lora=true",
                            "report_to=tensorboard"])
-    assert c.prompt_loss_weight == 0.25 and c.regularisers.label_smoothing == 0.1
-    assert c.regularisers.minkowski_coef == 0.01 and c.normalizer == 3.5 and c.lora.enabled
+    assert c.prompt_loss_weight == 0.25 and c.regularizers.label_smoothing == 0.1
+    assert c.regularizers.minkowski_coef == 0.01 and c.normalizer == 3.5 and c.lora.enabled
     assert c.report_to == ["tensorboard"]
     assert c.learning_rate == 2e-5  # a CONFIG file starts from the Alpaca defaults, not the preset
     save_config(c, tmp_path / "saved.yaml")
@@ -37,11 +37,11 @@ def test_yaml_and_overrides_and_roundtrip(tmp_path):
 
 def test_unknown_key_names_file_line_and_field(tmp_path):
     path = tmp_path / "bad.yaml"
-    path.write_text("model: builtin:tiny\nregularisers:\n  label_smoothing: 0.1\n  label_smothing: 0.2\n")
+    path.write_text("model: builtin:tiny\nregularizers:\n  label_smoothing: 0.1\n  label_smothing: 0.2\n")
     with pytest.raises(PLWError) as err:
         load_config(path)
     e = err.value
-    assert (e.file, e.line, e.field) == (str(path), 4, "regularisers.label_smothing")
+    assert (e.file, e.line, e.field) == (str(path), 4, "regularizers.label_smothing")
     assert "unknown key" in e.problem and "label_smoothing" in e.problem
     assert "\n" not in e.one_line()
 
@@ -97,3 +97,35 @@ def test_cli_missing_data_fails_before_writing(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "nope.jsonl" in err and len(err.splitlines()) == 1
     assert not out.exists()
+
+
+def test_old_spelling_regularisers_loads_with_a_deprecation_warning(tmp_path):
+    from plw.train.config import TrainConfig, load_config
+
+    cfg = tmp_path / "old.yaml"
+    cfg.write_text("model: builtin:tiny\nregularisers:\n  label_smoothing: 0.1\n")
+    with pytest.warns(FutureWarning, match="`regularisers` is deprecated: use `regularizers`"):
+        assert load_config(cfg).regularizers.label_smoothing == 0.1
+    with pytest.warns(FutureWarning):
+        assert load_config(None, ["regularisers.minkowski_coef=0.5"]).regularizers.minkowski_coef == 0.5
+    # A bad key under the old spelling still names its line.
+    cfg.write_text("model: builtin:tiny\nregularisers:\n  label_smothing: 0.1\n")
+    with pytest.warns(FutureWarning), pytest.raises(PLWError) as err:
+        load_config(cfg)
+    assert err.value.line == 3 and "label_smothing" in err.value.one_line()
+    with pytest.raises(ValueError, match="give regularizers only"):
+        TrainConfig.model_validate({"regularisers": {}, "regularizers": {}})
+
+
+def test_old_spelling_in_a_sweep_spec_gives_the_same_run_ids(tmp_path):
+    from plw.experiment.grid import expand
+    from plw.experiment.spec import SweepSpec
+
+    def ids(key):
+        spec = {"name": "s", "datasets": ["builtin:short"], "plw": [0.0],
+                "regularizers": [{"name": "ls", "train": {key: {"label_smoothing": 0.1}}}]}
+        return [r.run_id for r in expand(SweepSpec.model_validate(spec))]
+
+    with pytest.warns(FutureWarning):
+        old = ids("regularisers")
+    assert old == ids("regularizers")

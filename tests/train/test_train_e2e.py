@@ -101,16 +101,16 @@ def test_cli_builtin_run_with_flags(tmp_path, capsys):
     code = main(["train", "--output", str(out), "--prompt-loss-weight", "0.05", "--normalizer", "completion_tokens",
                  "--no-progress", "--set", "max_steps=2", "--set", "data=builtin:short?n=40",
                  "--set", "tiny.hidden_size=32", "--set", "tiny.vocab_size=400", "--set", "per_device_batch_size=8",
-                 "--set", "global_batch_size=8", "--set", "regularisers.minkowski_coef=0.01",
-                 "--set", "regularisers.attention_dropout=0.1", "--set", "regularisers.label_smoothing=0.1",
-                 "--set", "regularisers.hidden_dropout=0.1", "--set", "packing=true", "--set", "group_by_length=true"])
+                 "--set", "global_batch_size=8", "--set", "regularizers.minkowski_coef=0.01",
+                 "--set", "regularizers.attention_dropout=0.1", "--set", "regularizers.label_smoothing=0.1",
+                 "--set", "regularizers.hidden_dropout=0.1", "--set", "packing=true", "--set", "group_by_length=true"])
     assert code == 0
     assert "saved to" in capsys.readouterr().out
     import yaml
 
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["prompt_loss_weight"] == 0.05 and saved["normalizer"] == "completion_tokens"
-    assert saved["regularisers"]["minkowski_coef"] == 0.01 and "builtin CPU preset" in saved["preset"]
+    assert saved["regularizers"]["minkowski_coef"] == 0.01 and "builtin CPU preset" in saved["preset"]
     assert json.loads((out / "metrics.json").read_text())["global_step"] == 2
 
 

@@ -136,8 +136,8 @@ def test_fsdp_config_that_accelerate_would_run_as_ddp_is_refused(monkeypatch):
     with pytest.raises(PLWError, match="accelerate config: FSDP asked for.*MULTI_CPU.*ddp_cpu.yaml"):
         check_sharding(trainer(DistributedType.MULTI_CPU), config)
     check_sharding(trainer(DistributedType.FSDP, fsdp=True), config)
-    penalty = TrainConfig.model_validate({"regularisers": {"minkowski_coef": 0.1}})
-    with pytest.raises(PLWError, match="regularisers.minkowski_coef: .*FSDP shards"):
+    penalty = TrainConfig.model_validate({"regularizers": {"minkowski_coef": 0.1}})
+    with pytest.raises(PLWError, match="regularizers.minkowski_coef: .*FSDP shards"):
         check_sharding(trainer(DistributedType.FSDP, fsdp=True), penalty)
     monkeypatch.delenv("ACCELERATE_USE_FSDP")
     check_sharding(trainer(DistributedType.MULTI_CPU), penalty)  # DDP: the penalty is fine

@@ -1,4 +1,4 @@
-"""Collator, diagnostics and regularisers against independent computations."""
+"""Collator, diagnostics and regularizers against independent computations."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from plw.loss import weighted_cross_entropy
 from plw.train.collator import PLWCollator
 from plw.train.diagnostics import loss_rsd, tensor_group, weight_distances
 from plw.train.forward import attach_plw_loss
-from plw.train.regularisers import minkowski_penalty, set_dropout
+from plw.train.regularizers import minkowski_penalty, set_dropout
 from plw.train.tiny import tiny_llama
 
 from train_helpers import synthetic_rows, tiny_tokenizer

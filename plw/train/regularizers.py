@@ -1,4 +1,4 @@
-"""Alternative regularisers of paper §6.1 (weight decay is AdamW's; label smoothing is in the loss).
+"""Alternative regularizers of paper §6.1 (weight decay is AdamW's; label smoothing is in the loss).
 
 - `minkowski_penalty`: mean over weight tensors of the Minkowski-p distance between current and
   initial weights (the paper: "the mean of the p = 1 Minkowski distance between each pair of weight

@@ -1,7 +1,10 @@
 """The results store: per-run result files, and the tidy table rebuilt from them.
 
+Below both `plw.experiment` (which writes it) and `plw.analysis` (which reads it).
+
     <store>/
       spec.yaml                  the validated sweep spec (as last run)
+      grid.json                  the run IDs of that spec's grid (the runs the table holds)
       results.parquet            the tidy table (one row per run × benchmark metric)
       results.sqlite             the same table, table name `results`
       runs/<run_id>/config.yaml  the run's canonical config and resolved TrainConfig
@@ -18,30 +21,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
 from plw.errors import PLWError
-from plw.io import atomic_path, write_json_atomic
-
-# The results-table contract (read by plw.analysis): column → dtype.
-COLUMNS: dict[str, str] = {
-    "run_id": "str", "config_hash": "str", "model": "str", "dataset": "str", "ratio": "float",
-    "plw": "float", "wp": "float", "regularizer": "str", "seed": "int", "benchmark": "str",
-    "metric": "str", "score": "float", "group": "str", "loss_rsd": "float", "weight_l2": "float",
-    "weight_minkowski": "float", "memorization_bleu": "float", "generation_length": "float",
-    "val_completion_nll": "float", "wall_time_s": "float", "train_tokens": "int",
-}
-DIAGNOSTICS = ("loss_rsd", "weight_l2", "weight_minkowski", "memorization_bleu", "generation_length",
-               "val_completion_nll")
-GROUPS = ("mc", "gen", "diag")
-RESULT_FILE = "result.json"
-SPEC_FILE = "spec.yaml"
-TABLE_PARQUET = "results.parquet"
-TABLE_SQLITE = "results.sqlite"
+from plw.io import atomic_path, write_json_atomic, write_text_atomic
+from plw.results.schema import (COLUMNS, DIAGNOSTICS, GRID_FILE, GROUPS, RESULT_FILE, SPEC_FILE,  # noqa: F401
+                                TABLE_PARQUET, TABLE_SQLITE, normalise_row, rows_to_frame)
 
 
 class ResultsStore:
@@ -62,16 +50,19 @@ class ResultsStore:
         return {p.parent.name for p in runs.glob(f"*/{RESULT_FILE}")}
 
     def grid_ids(self) -> set[str] | None:
-        """Run IDs of the grid of the store's `spec.yaml` (the spec last run), None without one."""
-        path = self.root / SPEC_FILE
+        """Run IDs of the grid of the sweep last run here (`grid.json`), None without one."""
+        path = self.root / GRID_FILE
         if not path.is_file():
             return None
+        return set(_read_json(path))
+
+    def write_spec(self, spec: dict[str, Any], run_ids: list[str]) -> None:
+        """Record the sweep about to run: its validated spec and its grid's run IDs (which the
+        table holds; written here so readers need not expand the spec)."""
         import yaml
 
-        from plw.experiment.grid import expand
-        from plw.experiment.spec import SweepSpec
-
-        return {r.run_id for r in expand(SweepSpec.model_validate(yaml.safe_load(path.read_text())))}
+        write_text_atomic(self.root / SPEC_FILE, yaml.safe_dump(spec, sort_keys=False))
+        write_json_atomic(self.root / GRID_FILE, sorted(run_ids))
 
     def table_ids(self) -> set[str]:
         """The runs the table holds: finished runs of the current grid. Finished runs of an earlier
@@ -161,37 +152,6 @@ class ResultsStore:
             yield
         finally:
             os.close(fd)
-
-
-def normalise_row(row: dict[str, Any]) -> dict[str, Any]:
-    """Check one row against the contract and coerce its types (missing diagnostics become NaN)."""
-    missing = [c for c in ("run_id", "benchmark", "metric", "score", "group") if c not in row]
-    if missing:
-        raise ValueError(f"result row lacks {', '.join(missing)}")
-    extra = set(row) - set(COLUMNS)
-    if extra:
-        raise ValueError(f"result row has unknown columns {sorted(extra)}")
-    if row["group"] not in GROUPS:
-        raise ValueError(f"group must be one of {GROUPS}, got {row['group']!r}")
-    out: dict[str, Any] = {}
-    for col, kind in COLUMNS.items():
-        v = row.get(col)
-        if kind == "str":
-            out[col] = "" if v is None else str(v)
-        elif kind == "int":
-            out[col] = -1 if v is None else int(v)
-        else:
-            out[col] = math.nan if v is None else float(v)
-    return out
-
-
-def rows_to_frame(rows: list[dict[str, Any]]):
-    import pandas as pd
-
-    df = pd.DataFrame([normalise_row(r) for r in rows], columns=list(COLUMNS))
-    for col, kind in COLUMNS.items():
-        df[col] = df[col].astype({"str": "string", "int": "int64", "float": "float64"}[kind])
-    return df
 
 
 def read_table(path: str | os.PathLike):
