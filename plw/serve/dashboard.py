@@ -8,6 +8,7 @@ The pages call the same functions as the `/v1` routes, so they see exactly what 
 
 from __future__ import annotations
 
+import inspect
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
 
 from plw.serve.auth import Caller, current_caller
 from plw.serve.charts import loss_chart
@@ -29,13 +31,15 @@ COOKIE = "plw_key"
 PLAYGROUND_MAX_TOKENS = 64
 
 
-def _caller(request: Request) -> Caller | None:
-    key = request.cookies.get(COOKIE)
+async def _caller(request: Request, key: str | None = None) -> Caller | None:
+    """The project of `key` (else of the cookie's key), or None when it is not a valid key."""
+    key = key if key is not None else request.cookies.get(COOKIE)
     if not key:
         return None
     try:
-        return current_caller(request, HTTPAuthorizationCredentials(scheme="Bearer", credentials=key),
-                              get_state(request))
+        caller = current_caller(creds=HTTPAuthorizationCredentials(scheme="Bearer", credentials=key),
+                                state=get_state(request))
+        return await caller if inspect.isawaitable(caller) else caller
     except APIError:
         return None
 
@@ -45,22 +49,20 @@ def _signin(request: Request, error: str | None = None, status: int = 200) -> HT
 
 
 @router.get("/", response_class=HTMLResponse)
-def home(request: Request):
-    caller = _caller(request)
+async def home(request: Request):
+    caller = await _caller(request)
     if caller is None:
         return _signin(request)
     from plw.serve.jobs import list_jobs
 
-    jobs = list_jobs(after=None, limit=100, caller=caller).data
+    jobs = (await run_in_threadpool(list_jobs, after=None, limit=100, caller=caller)).data
     return templates.TemplateResponse(request, "jobs.html", {"caller": caller, "jobs": jobs})
 
 
 @router.post("/signin")
-def signin(request: Request, api_key: str = Form("")):
+async def signin(request: Request, api_key: str = Form("")):
     key = api_key.strip()
-    try:
-        current_caller(request, HTTPAuthorizationCredentials(scheme="Bearer", credentials=key), get_state(request))
-    except APIError:
+    if await _caller(request, key) is None:
         return _signin(request, "That API key is not valid (create one with `plw keys create`).", 401)
     response = RedirectResponse("/", status_code=303)
     response.set_cookie(COOKIE, key, httponly=True, samesite="strict")
@@ -90,11 +92,11 @@ def _job_page(request: Request, caller: Caller, job_id: str, **extra) -> HTMLRes
 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
-def job_page(job_id: str, request: Request):
-    caller = _caller(request)
+async def job_page(job_id: str, request: Request):
+    caller = await _caller(request)
     if caller is None:
         return RedirectResponse("/", status_code=303)
-    return _job_page(request, caller, job_id)
+    return await run_in_threadpool(_job_page, request, caller, job_id)
 
 
 @router.post("/jobs/{job_id}/playground", response_class=HTMLResponse)
@@ -103,12 +105,12 @@ async def playground(job_id: str, request: Request, message: str = Form("")):
     from plw.serve.completions import ChatRequest, chat_completions
     from plw.serve.jobs import retrieve
 
-    caller = _caller(request)
+    caller = await _caller(request)
     if caller is None:
         return RedirectResponse("/", status_code=303)
     answer, error = None, None
     try:
-        model = retrieve(job_id, caller).fine_tuned_model
+        model = (await run_in_threadpool(retrieve, job_id, caller)).fine_tuned_model
         if not model:
             raise APIError(400, "this job has no fine-tuned model yet")
         if not message.strip():
@@ -119,4 +121,5 @@ async def playground(job_id: str, request: Request, message: str = Form("")):
         answer = result["choices"][0]["message"]["content"]
     except APIError as err:
         error = err.message
-    return _job_page(request, caller, job_id, message=message, answer=answer, answer_error=error)
+    return await run_in_threadpool(_job_page, request, caller, job_id, message=message, answer=answer,
+                                   answer_error=error)

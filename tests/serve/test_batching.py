@@ -174,3 +174,22 @@ def test_lora_adapter_of_a_plw_run_loads_on_its_base(tmp_path):
         got = lm.model(input_ids=ids).logits
     assert not hasattr(lm.model, "peft_config")  # merged: generation costs what the base costs
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--max-batch-size", "0"], "--max-batch-size: must be >= 1"),
+    (["--request-timeout", "-1"], "--request-timeout: must be > 0"),
+    (["--inference-memory-mb", "0"], "--inference-memory-mb: must be > 0"),
+    (["--inference-backend", "tgi"], "--inference-backend: expected local or vllm"),
+    (["--inference-backend", "vllm"], "--inference-backend: vllm is not installed"),
+])
+def test_serve_refuses_bad_inference_options(args, message, tmp_path, capsys):
+    import importlib.util
+
+    from plw.cli import main
+
+    if "vllm" in args and importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed here")
+    assert main(["serve", "--data-dir", str(tmp_path / "d"), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err

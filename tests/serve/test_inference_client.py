@@ -145,6 +145,7 @@ def test_dashboard_in_a_browser(tuned):
         pytest.skip("Debian's chromium and chromium-driver are not installed (apt-get install chromium "
                     "chromium-driver); CI installs them")
     from selenium import webdriver
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions
@@ -161,8 +162,11 @@ def test_dashboard_in_a_browser(tuned):
         """Run `action` (a click or a `get`) and wait for the next page to hold `element_id`."""
         old = browser.find_element(By.TAG_NAME, "html")
         action()
-        wait.until(expected_conditions.staleness_of(old))
-        return wait.until(expected_conditions.presence_of_element_located((By.ID, element_id)))
+        try:
+            wait.until(expected_conditions.staleness_of(old))
+            return wait.until(expected_conditions.presence_of_element_located((By.ID, element_id)))
+        except TimeoutException:
+            raise AssertionError(f"no #{element_id} at {browser.current_url}:\n{browser.page_source[:2000]}") from None
 
     try:
         root = tuned.base_url.removesuffix("/v1")
