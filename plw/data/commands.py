@@ -16,6 +16,7 @@ from typing import Optional
 
 import typer
 
+from plw import ui
 from plw.errors import PLWError
 
 BUILTIN_DEFAULT = "builtin:mixed"
@@ -115,11 +116,9 @@ def _fmt(x: float, digits: int = 2) -> str:
 
 
 def stats_table(st, title: str):
-    from rich.table import Table
-
     from plw.data.stats import FIELDS
 
-    table = Table(title=title, title_justify="left")
+    table = ui.table(title=title)
     table.add_column("field")
     table.add_column("mean (std) tokens", justify="right")
     table.add_column("total tokens", justify="right")
@@ -151,13 +150,12 @@ def stats(
 
     Each field is tokenised on its own without special tokens and without a template.
     """
-    from rich.console import Console
 
     from plw.data.stats import dataset_stats
     from plw.data.templates import check_template
 
-    console = Console(stderr=True)
-    out = Console()
+    console = ui.console(stderr=True)
+    out = ui.console()
     if template is not None:
         check_template(template)
     _check_outputs((json_out, False), (hist, True))
@@ -195,7 +193,7 @@ def _templated(records, tok, template: str) -> dict:
     """Mean prompt / completion tokens as trained (template, BOS and EOS included, no truncation)."""
     from plw.data.encode import tokenize_dataset
 
-    examples, _ = tokenize_dataset(records, tok, template=template, plw=1.0, max_length=10 ** 9)
+    examples, _ = tokenize_dataset(records, tok, template=template, prompt_loss_weight=1.0, max_length=10 ** 9)
     comp = [sum(e["completion_mask"]) for e in examples]
     prompt = [len(e["input_ids"]) - c for e, c in zip(examples, comp)]
     pm, cm = sum(prompt) / len(prompt), sum(comp) / len(comp)
@@ -222,12 +220,10 @@ def invert(
     """
     import json
 
-    from rich.console import Console
-
     from plw.data.inversion import invert_records
 
-    console = Console(stderr=True)
-    out = Console()
+    console = ui.console(stderr=True)
+    out = ui.console()
     if output.suffix not in (".json", ".jsonl"):
         raise PLWError("output must end in .json (a JSON list) or .jsonl", file=str(output), field="output")
     _check_outputs((output, False), (json_out, False))

@@ -31,6 +31,7 @@ always dropped. Dropped examples are counted per reason in the `TokenizeReport`.
 from __future__ import annotations
 
 import math
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -52,7 +53,7 @@ class TokenizeReport:
     """Counts from `tokenize_dataset`: what was kept, truncated and dropped (per reason)."""
 
     template: str = ""
-    plw: float = 0.0
+    prompt_loss_weight: float = 0.0
     max_length: int = 0
     n_records: int = 0
     n_examples: int = 0
@@ -71,7 +72,7 @@ class TokenizeReport:
         return self.n_tokens - self.n_completion_tokens
 
     def to_dict(self) -> dict:
-        return {"template": self.template, "plw": self.plw, "max_length": self.max_length,
+        return {"template": self.template, "prompt_loss_weight": self.prompt_loss_weight, "max_length": self.max_length,
                 "n_records": self.n_records, "n_examples": self.n_examples, "n_dropped": self.n_dropped,
                 "dropped": dict(self.dropped), "n_prompt_truncated": self.n_prompt_truncated,
                 "n_completion_truncated": self.n_completion_truncated, "n_tokens": self.n_tokens,
@@ -87,13 +88,26 @@ class TokenizeReport:
         return text
 
 
+def weight_argument(prompt_loss_weight: float | None, plw: float | None) -> float:
+    """The prompt loss weight given as `prompt_loss_weight=` or the deprecated `plw=`."""
+    if plw is not None:
+        if prompt_loss_weight is not None:
+            raise TypeError("give prompt_loss_weight only (plw is its deprecated name)")
+        warnings.warn("plw= is deprecated: use prompt_loss_weight=", FutureWarning, stacklevel=3)
+        return plw
+    if prompt_loss_weight is None:
+        raise TypeError("missing required keyword argument: prompt_loss_weight")
+    return prompt_loss_weight
+
+
 class _Encoder:
     """Holds the per-tokenizer facts (special ids) and the weighting settings."""
 
-    def __init__(self, tokenizer, *, template: str, plw: float, max_length: int, role_weights: dict | None,
-                 last_turn_only: bool, on_long_completion: str):
-        if not isinstance(plw, (int, float)) or not math.isfinite(plw) or not 0.0 <= plw <= 1.0:
-            raise PLWError(f"must be a number in [0, 1], got {plw!r}", field="plw")
+    def __init__(self, tokenizer, *, template: str, prompt_loss_weight: float, max_length: int,
+                 role_weights: dict | None, last_turn_only: bool, on_long_completion: str):
+        if not isinstance(prompt_loss_weight, (int, float)) or not math.isfinite(prompt_loss_weight) \
+                or not 0.0 <= prompt_loss_weight <= 1.0:
+            raise PLWError(f"must be a number in [0, 1], got {prompt_loss_weight!r}", field="prompt_loss_weight")
         if not isinstance(max_length, int) or max_length < 2:
             raise PLWError(f"must be an integer >= 2, got {max_length!r}", field="max_length")
         if on_long_completion not in ("drop", "truncate"):
@@ -108,7 +122,7 @@ class _Encoder:
             raise PLWError("the tokenizer has no EOS token", field="tokenizer")
         self.tok = tokenizer
         self.template = template if template == "auto" else check_template(template)
-        self.plw = float(plw)
+        self.prompt_loss_weight = float(prompt_loss_weight)
         self.max_length = max_length
         self.last_turn_only = last_turn_only
         self.on_long_completion = on_long_completion
@@ -125,7 +139,7 @@ class _Encoder:
         n_head = len(self.prefix)
         ids = self.prefix + list(ids) + [self.eos]
         cmask = [0] * n_head + cmask + [1]
-        weights = [1.0 if c else self.plw for c in cmask]
+        weights = [1.0 if c else self.prompt_loss_weight for c in cmask]
         return self.finish(ids, weights, cmask, n_head)
 
     # ---- chat: the tokenizer's template, weights per role span ----
@@ -134,7 +148,7 @@ class _Encoder:
         msgs = as_messages(record)
         assistant = [i for i, m in enumerate(msgs) if m["role"] == "assistant"]
         n = len(text)
-        char_w = [self.plw] * n
+        char_w = [self.prompt_loss_weight] * n
         char_c = [0] * n
         for start, end, i in spans:
             role = msgs[i]["role"]
@@ -142,9 +156,9 @@ class _Encoder:
             if role == "assistant" and trained and (not self.last_turn_only or i == assistant[-1]):
                 w, c = float(self.role_weights.get("assistant", 1.0)), 1
             elif role == "assistant":
-                w, c = self.plw, 0
+                w, c = self.prompt_loss_weight, 0
             else:
-                w, c = float(self.role_weights.get(role, self.plw)), 0
+                w, c = float(self.role_weights.get(role, self.prompt_loss_weight)), 0
             content = msgs[i]["content"].strip()
             if role in self.role_weights and content and content not in text[start:end]:
                 raise PLWError(f"the chat template moves the {role} message into another turn, so a "
@@ -196,23 +210,28 @@ class _Encoder:
         return example, None, flags
 
 
-def encode_record(record: Record, tokenizer, *, template: str = "alpaca", plw: float, max_length: int = 512,
-                  role_weights: dict | None = None, last_turn_only: bool = False,
-                  on_long_completion: str = "drop") -> dict | None:
+def encode_record(record: Record, tokenizer, *, template: str = "alpaca", prompt_loss_weight: float | None = None,
+                  max_length: int = 512, role_weights: dict | None = None, last_turn_only: bool = False,
+                  on_long_completion: str = "drop", plw: float | None = None) -> dict | None:
     """One record -> {input_ids, attention_mask, labels, weights, completion_mask}, or None if dropped."""
-    enc = _Encoder(tokenizer, template=template, plw=plw, max_length=max_length, role_weights=role_weights,
+    enc = _Encoder(tokenizer, template=template, prompt_loss_weight=weight_argument(prompt_loss_weight, plw),
+                   max_length=max_length, role_weights=role_weights,
                    last_turn_only=last_turn_only, on_long_completion=on_long_completion)
     example, _, _ = _encode_many(enc, [record])[0]
     return example
 
 
-def tokenize_dataset(records: Sequence[Record], tokenizer, *, template: str = "auto", plw: float,
-                     max_length: int = 512, role_weights: dict | None = None, last_turn_only: bool = False,
-                     on_long_completion: str = "drop", progress: bool = False) -> tuple[list[dict], TokenizeReport]:
+def tokenize_dataset(records: Sequence[Record], tokenizer, *, template: str = "auto",
+                     prompt_loss_weight: float | None = None, max_length: int = 512,
+                     role_weights: dict | None = None, last_turn_only: bool = False,
+                     on_long_completion: str = "drop", progress: bool = False,
+                     plw: float | None = None) -> tuple[list[dict], TokenizeReport]:
     """Encode every record (template "auto" = each record's own format); drops are counted, never silent."""
-    enc = _Encoder(tokenizer, template=template, plw=plw, max_length=max_length, role_weights=role_weights,
+    enc = _Encoder(tokenizer, template=template, prompt_loss_weight=weight_argument(prompt_loss_weight, plw),
+                   max_length=max_length, role_weights=role_weights,
                    last_turn_only=last_turn_only, on_long_completion=on_long_completion)
-    report = TokenizeReport(template=template, plw=float(plw), max_length=max_length, n_records=len(records))
+    report = TokenizeReport(template=template, prompt_loss_weight=enc.prompt_loss_weight, max_length=max_length,
+                            n_records=len(records))
     examples = []
     chunk = 512
     with progress_bar(progress and len(records) >= 2000, "tokenising", len(records)) as bar:

@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from plw import ui
+
 
 def register(app: typer.Typer) -> None:
     """Add this package's commands to `app`."""
@@ -25,8 +27,6 @@ def eval_command(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the rows as JSON here."),
 ) -> None:
     """Evaluate a causal LM on lm-evaluation-harness tasks; prints one row per benchmark."""
-    from rich.console import Console
-    from rich.table import Table
 
     from plw.eval import evaluate
     from plw.io import write_json_atomic
@@ -37,10 +37,10 @@ def eval_command(
         limit = int(limit)
     rows = evaluate(lm, tokenizer, names[0] if len(names) == 1 else names, limit=limit,
                     batch_size=batch_size, data_dir=data_dir, all_metrics=all_metrics)
-    table = Table("benchmark", "metric", "score", "group")
+    table = ui.table("benchmark", "metric", "score", "group")
     for r in rows:
         table.add_row(r["benchmark"], r["metric"], f"{r['score']:.4f}", r["group"])
-    Console().print(table)
+    ui.console().print(table)
     if output is not None:
         write_json_atomic(output, rows)
 

@@ -1,8 +1,9 @@
 """plw.experiment: factorial PLW sweeps (`plw sweep plan|run`) and their results store (`plw results`).
 
-spec (YAML → `SweepSpec`) → grid (`expand` → `Run`s with stable IDs) → runner (local or Ray;
-`execute` = train → evaluate → rows) → store (per-run `result.json` → `results.parquet` +
-`results.sqlite`, rebuilt atomically) → `plw.analysis`.
+spec (YAML → `SweepSpec`) → grid (`expand` → `Run`s with stable IDs) → runner (one run loop,
+`schedule`, with a local or a Ray executor; `execute` = train → evaluate → rows) → `plw.results`
+store (per-run `result.json` → `results.parquet` + `results.sqlite`, rebuilt atomically), which
+`plw.analysis` reads. `ResultsStore`, `read_table` and `COLUMNS` are re-exported from there.
 
 Light to import: each name loads its module on first use.
 """

@@ -58,7 +58,6 @@ def plan_table(sweep, planned: list, limit: int = 200) -> list:
     onto more lines, so the table stays readable at 80 columns."""
     from rich import box
     from rich.markup import escape
-    from rich.table import Table
 
 
     def label(p, col):
@@ -73,7 +72,7 @@ def plan_table(sweep, planned: list, limit: int = 200) -> list:
     numeric = {"PLW", "w_p", "seed", "tokens", "time"}
     # No vertical rules (2 spaces between columns): the fixed-width columns leave the most room for
     # the names.
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1),
+    table = ui.table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1),
                   collapse_padding=True)
     for col in cols:
         if col in numeric or col in ("run_id", "status"):
@@ -172,7 +171,6 @@ def results_cmd(
     wide: bool = typer.Option(False, "--wide", help="Also show the group and diagnostics columns."),
 ) -> None:
     """Show the results table of a sweep and export it."""
-    from rich.table import Table
 
     from plw.results.store import read_table
     from plw.io import atomic_path
@@ -200,7 +198,7 @@ def results_cmd(
                  "val_completion_nll", "wall_time_s", "train_tokens"]
     cols = [c for c in dict.fromkeys(cols) if c in shown.columns]
     n_runs = df["run_id"].nunique() if "run_id" in df.columns else "?"
-    table = Table(title=str(store), title_justify="left")
+    table = ui.table(title=str(store))
     for c in cols:
         table.add_column(c, justify="right" if shown[c].dtype.kind in "fi" else "left",
                          no_wrap=c in ("run_id", "plw", "score"))

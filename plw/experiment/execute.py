@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from plw import ui
 from plw.errors import PLWError
 from plw.experiment.grid import Run
 
@@ -235,9 +236,8 @@ def _status(enabled: bool, text: str):
 
     if not enabled:
         return contextlib.nullcontext()
-    from rich.console import Console
 
-    return Console(stderr=True).status(text)
+    return ui.console(stderr=True).status(text)
 
 
 def _finite(v) -> bool:

@@ -34,7 +34,8 @@ class SweepOutcome:
 
 
 def run_sweep(spec: SweepSpec, *, backend: str | None = None, progress: bool = True,
-              console=None, fail_fast: bool = False, execute_fn: Callable[..., dict] | None = None) -> SweepOutcome:
+              console=None, fail_fast: bool = False,
+              execute_fn: Callable[..., dict] | None = None) -> SweepOutcome:
     """Run every unfinished cell of `spec`; return what happened. Safe to call again after a crash.
     (`plw sweep run` then analyses the table: `plw.experiment.commands.analyse_sweep`.)"""
     console = console or ui_console(stderr=True)

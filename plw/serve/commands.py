@@ -51,16 +51,14 @@ def serve(
                                           "take, queueing included (then 408)."),
     log_level: str = typer.Option("warning", "--log-level", help="uvicorn's log level."),
 ) -> None:
-    """Run the fine-tuning service: OpenAI's files, fine_tuning.jobs and models API under /v1,
-    with `prompt_loss_weight` (a number in [0, 1] or "auto") in the job's hyperparameters.
+    """Run the fine-tuning service: OpenAI's fine-tuning API with a prompt loss weight.
 
-    Every request needs `Authorization: Bearer KEY` with a key from `plw keys create`. Jobs are
-    `plw train` runs under --data-dir/jobs; they resume after a restart. See docs/serve.md.
+    Files, fine_tuning.jobs and models under /v1; `prompt_loss_weight` (a number in [0, 1] or "auto") goes in a job's hyperparameters.
 
-    The base and fine-tuned models answer /v1/chat/completions and /v1/completions (concurrent
-    requests batched); the dashboard at / shows a project's jobs, loss curves and a playground.
-    See docs/serve-inference.md.
-    """
+    Every request needs `Authorization: Bearer KEY` with a key from `plw keys create`. Jobs are `plw train` runs under --data-dir/jobs and resume after a restart. See docs/serve.md.
+
+    Base and fine-tuned models answer /v1/chat/completions and /v1/completions (concurrent requests batched); the dashboard at / shows a project's jobs, loss curves and a playground. See docs/serve-inference.md.
+    """  # the help reflows each paragraph only if it is one line
     import uvicorn
 
     from plw.errors import PLWError
@@ -104,8 +102,10 @@ def keys_create(
     data_dir: Path = typer.Option(Path("plw-serve"), "--data-dir", help="The server's --data-dir."),
     db: Optional[str] = typer.Option(None, "--db", help="The server's --db, if it has one."),
 ) -> None:
-    """Create an API key for PROJECT and print it (alone, on stdout). Only its hash is stored:
-    keep the key, it cannot be shown again."""
+    """Create an API key for a project and print it, alone, on stdout.
+
+    Only the key's hash is stored: keep the key, it cannot be shown again.
+    """
     from plw.serve.auth import PROJECT_NAME, create_key
     from plw.serve.db import Database
     from plw.errors import PLWError

@@ -64,6 +64,12 @@ def renew(db: Database, job_id: str, owner: str, lease_s: float) -> str | None:
         return s.scalar(select(Job.status).where(Job.id == job_id))
 
 
+def owned_status(db: Database, job_id: str, owner: str) -> str | None:
+    """The job's status while we hold its lease, else None."""
+    with db.session() as s:
+        return s.scalar(select(Job.status).where(Job.id == job_id, Job.lease_owner == owner))
+
+
 def release(db: Database, job_id: str, owner: str, **values) -> bool:
     """Give the lease up (and set `values`) if we still own the job."""
     with db.session() as s:
@@ -154,6 +160,7 @@ class JobRun:
         self.job_dir = settings.job_dir(job_id)
         self.run_dir = self.job_dir / "run"
         self.seen: set[str] = set()
+        self.tail = MetricsTail(self.run_dir / "metrics.jsonl")
         with db.session() as s:
             self.job = s.get(Job, job_id)
         self.total_steps = (self.job.resolved or {}).get("total_steps")
@@ -183,13 +190,20 @@ class JobRun:
         cmd = [sys.executable, "-m", "plw.cli", "train", str(self.job_dir / "config.yaml"), "--no-progress"]
         proc = subprocess.Popen(cmd, cwd=self.job_dir, stdout=logf, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        renewed = time.monotonic()
         try:
             while True:
                 rc = proc.poll()
                 self.sync()
                 if rc is not None:
                     break
-                status = renew(self.db, self.job_id, self.owner, self.settings.lease_seconds)
+                # Each poll reads the status (a cancel shows within a poll); the lease, a write, is
+                # renewed five times per lease period.
+                if time.monotonic() - renewed > self.settings.lease_seconds / 5:
+                    status = renew(self.db, self.job_id, self.owner, self.settings.lease_seconds)
+                    renewed = time.monotonic()
+                else:
+                    status = owned_status(self.db, self.job_id, self.owner)
                 if status != "running" or (stop is not None and stop.is_set()):
                     self.terminate(proc)
                     if status == "running":  # server stopping: leave it for the next worker
@@ -216,10 +230,9 @@ class JobRun:
 
     # -- progress --
     def sync(self) -> None:
-        rows = read_rows(self.run_dir / "metrics.jsonl")
-        for row in rows:
+        for row in self.tail.new_rows():
             self.metric_event(row)
-        self.checkpoints(rows)
+        self.checkpoints(self.tail.rows)
 
     def metric_event(self, row: dict) -> None:
         step = row.get("step")
@@ -307,6 +320,41 @@ def read_rows(path: Path) -> list[dict]:
         except ValueError:  # the line being written
             break
     return rows
+
+
+class MetricsTail:
+    """Reads metrics.jsonl incrementally (whole lines only). plw train rewrites the file when it
+    resumes (a new file cut back to the checkpoint's step): then reading starts over; the events'
+    keys make the replayed rows no-ops."""
+
+    def __init__(self, path: Path):
+        self.path, self.offset, self.inode, self.rows = path, 0, None, []
+
+    def new_rows(self) -> list[dict]:
+        import json
+
+        try:
+            st = self.path.stat()
+        except OSError:
+            return []
+        if st.st_ino != self.inode or st.st_size < self.offset:
+            self.offset, self.inode, self.rows = 0, st.st_ino, []
+        if st.st_size == self.offset:
+            return []
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            chunk = f.read(st.st_size - self.offset)
+        end = chunk.rfind(b"\n") + 1  # a line being written waits for the next poll
+        new = []
+        for line in chunk[:end].splitlines():
+            if line.strip():
+                try:
+                    new.append(json.loads(line))
+                except ValueError:
+                    break
+        self.offset += end
+        self.rows.extend(new)
+        return new
 
 
 def checkpoint_metrics(rows: list[dict], step: int) -> dict:

@@ -5,7 +5,7 @@ forward calls (DDP prepares its gradient reducer in the root's; FSDP and ZeRO-3 
 sharded parameters just before *that module's* forward and reduce its gradients after its
 backward). So `attach_plw_loss` gives two modules an extra mode: the causal LM runs the decoder to
 the final (normed) hidden states, then calls its output-embedding module (`lm_head`) with a
-`PLWLossRequest`; the head computes the PLW loss from its own, gathered weight without ever
+`LossRequest`; the head computes the PLW loss from its own, gathered weight without ever
 building the [tokens, vocab] logits. Without a request both run their original forward
 (generation, evaluation, saving are untouched). PEFT reaches the patched module through
 `LoraModel.forward` → `self.model(...)`.
@@ -78,7 +78,7 @@ def causal_lm_module(model):
         return m
 
 
-class PLWLossRequest:
+class LossRequest:
     """What the loss needs besides the hidden states; filled with the result by the head's forward.
 
     Deliberately a plain class (not a dataclass, dict or tuple), so that wrappers that walk and cast
@@ -106,6 +106,9 @@ class PLWLossRequest:
         return {"prompt_nll": r.prompt_nll, "completion_nll": r.completion_nll, "n_prompt": r.n_prompt,
                 "n_completion": r.n_completion, "weight_sum": r.weight_sum,
                 "prompt_nll_sum": r.prompt_nll_sum, "completion_nll_sum": r.completion_nll_sum}
+
+
+PLWLossRequest = LossRequest  # its old name, kept importable
 
 
 class _PatchedForward:
@@ -177,18 +180,20 @@ def detach_plw_loss(model):
     return model
 
 
-def _plw_forward(self, original, *args, plw: PLWLossRequest | None = None, plw_weights=None,
+def _plw_forward(self, original, *args, loss_request: LossRequest | None = None, plw_weights=None,
                  plw_completion_mask=None, plw_normalizer="weight_sum", plw_label_smoothing: float = 0.0,
                  plw_track_masked_nll: bool = False, plw_backend: str = "auto",
-                 plw_strategy: str = "auto", **kwargs: Any):
-    """`plw=PLWLossRequest(...)` (what the trainer passes) or the `plw_*` keywords (a convenience
-    that builds one) switch to the loss mode, which takes keyword arguments only; the returned dict
-    has the loss and its statistics. Otherwise the model's own forward runs, arguments untouched."""
-    if plw is None and plw_weights is not None:
-        plw = PLWLossRequest(plw_weights, plw_completion_mask, plw_normalizer,
-                             label_smoothing=plw_label_smoothing, track_masked_nll=plw_track_masked_nll,
-                             backend=plw_backend, strategy=plw_strategy)
-    if plw is None:
+                 plw_strategy: str = "auto", plw: LossRequest | None = None, **kwargs: Any):
+    """`loss_request=LossRequest(...)` (what the trainer passes; `plw=` is its deprecated name) or
+    the `plw_*` keywords (a convenience that builds one) switch to the loss mode, which takes keyword
+    arguments only; the returned dict has the loss and its statistics. Otherwise the model's own
+    forward runs, arguments untouched."""
+    req = loss_request if loss_request is not None else plw
+    if req is None and plw_weights is not None:
+        req = LossRequest(plw_weights, plw_completion_mask, plw_normalizer,
+                          label_smoothing=plw_label_smoothing, track_masked_nll=plw_track_masked_nll,
+                          backend=plw_backend, strategy=plw_strategy)
+    if req is None:
         return original(*args, **kwargs)
     if args:
         raise TypeError("the PLW loss mode takes keyword arguments only (input_ids=..., labels=...)")
@@ -200,25 +205,25 @@ def _plw_forward(self, original, *args, plw: PLWLossRequest | None = None, plw_w
     out = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                   use_cache=False, **kwargs)
     hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
-    plw.labels = labels
-    plw.factor = logit_factor(self.config)
-    plw.softcap = getattr(self.config, "final_logit_softcapping", None)
+    req.labels = labels
+    req.factor = logit_factor(self.config)
+    req.softcap = getattr(self.config, "final_logit_softcapping", None)
     # Through the head module's own call, so that FSDP / ZeRO-3 gather its weight (tied or not) and
     # reduce its gradient as for any layer.
-    loss = self.get_output_embeddings()(hidden, plw_request=plw)
+    loss = self.get_output_embeddings()(hidden, loss_request=req)
     # A plain dict: DDP/accelerate walk it for tensors; no logits are returned.
-    return {"loss": loss, **plw.stats()}
+    return {"loss": loss, **req.stats()}
 
 
-def _plw_head_forward(self, original, *args, plw_request: PLWLossRequest | None = None, **kwargs):
-    if plw_request is None:  # generation, evaluation, PEFT's extra keywords: the head as it was
+def _plw_head_forward(self, original, *args, loss_request: LossRequest | None = None, **kwargs):
+    if loss_request is None:  # generation, evaluation, PEFT's extra keywords: the head as it was
         return original(*args, **kwargs)
     (hidden,) = args
     import torch
 
     from plw.loss import linear_cross_entropy
 
-    req = plw_request
+    req = loss_request
     # Under autocast with fp32 master weights the final hidden states are fp32 (the residual stream),
     # while HF's own head would run in the autocast dtype: ask the engine for those low-precision
     # matmuls, with fp32 softmax and an fp32 head gradient. Left in fp32 they would be several times

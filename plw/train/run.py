@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from plw import ui
 from plw.errors import PLWError
 from plw.train.config import TrainConfig
 
@@ -134,7 +135,7 @@ def _tokenize(records, tokenizer, config: TrainConfig):
     from plw.data.encode import tokenize_dataset
 
     rows, report = tokenize_dataset(records, tokenizer, template=config.template,
-                                    plw=config.prompt_loss_weight, max_length=config.max_length)
+                                    prompt_loss_weight=config.prompt_loss_weight, max_length=config.max_length)
     return rows, report
 
 
@@ -375,10 +376,9 @@ def _quiet_hf_bars(quiet: bool):
 
 def print_data_reports(reports: dict, console=None) -> None:
     """One line per split on stderr: examples kept of records, tokens, truncated, dropped per reason."""
-    from rich.console import Console
     from rich.markup import escape
 
-    console = console or Console(stderr=True)
+    console = console or ui.console(stderr=True)
     for split, report in reports.items():
         if report is not None:
             style = "yellow" if report.n_dropped else "dim"

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from transformers import Trainer
 
-from plw.train.forward import PLWLossRequest, attach_plw_loss
+from plw.train.forward import LossRequest, attach_plw_loss
 
 
 class PLWLossMixin:
@@ -92,13 +92,13 @@ class PLWLossMixin:
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         normalizer = self.plw_normalizer if num_items_in_batch is None else num_items_in_batch
-        request = PLWLossRequest(
+        request = LossRequest(
             inputs["weights"], inputs.get("completion_mask"), normalizer,
             label_smoothing=self.plw_label_smoothing if model.training else 0.0,
             track_masked_nll=self.plw_track_prompt_nll, backend=self.plw_backend,
             strategy=self.plw_strategy)
         out = model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
-                    position_ids=inputs.get("position_ids"), labels=inputs["labels"], plw=request)
+                    position_ids=inputs.get("position_ids"), labels=inputs["labels"], loss_request=request)
         loss = out["loss"]
         if model.training:
             # Logged values come from the request: a mixed-precision wrapper may have cast `out`.
@@ -199,9 +199,9 @@ def completion_nll(model, dataset, collator, *, batch_size: int = 8, device=None
             n = int(weights[:, 1:].sum())
             if n == 0:
                 continue
-            request = PLWLossRequest(weights, batch["completion_mask"], 1.0, backend=backend)
+            request = LossRequest(weights, batch["completion_mask"], 1.0, backend=backend)
             model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
-                  position_ids=batch.get("position_ids"), labels=batch["labels"], plw=request)
+                  position_ids=batch.get("position_ids"), labels=batch["labels"], loss_request=request)
             total += float(request.loss_value)  # full precision, whatever the wrapper returns
             count += n
     finally:

@@ -3,6 +3,7 @@ names taken across modules and no `except ImportError` around plw's own modules.
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -38,47 +39,67 @@ def test_no_import_error_guard_around_plw(graph):
     assert layering.guarded_imports(graph) == []
 
 
+def test_readme_layout_table_lists_every_package_and_the_declared_order():
+    readme = (PLW.parent / "README.md").read_text()
+    table = readme[readme.index("| path | layer | concern |"):]
+    table = table[:table.index("\n\n")]
+    listed = set(re.findall(r"`(plw/[^`]*)`", table))
+    present = {f"plw/{p.name}/" for p in PLW.iterdir() if (p / "__init__.py").is_file()}
+    present |= {f"plw/{p.name}" for p in PLW.glob("*.py") if p.name != "__init__.py"}
+    assert present <= listed, f"missing from the README's layout table: {sorted(present - listed)}"
+    assert all((PLW.parent / p).exists() for p in listed if "*" not in p)
+    order = " < ".join(", ".join(names) for names in layering.LAYERS).replace("__init__, ", "")
+    flat = " ".join(readme.split())
+    assert order in flat
+    assert order in " ".join((PLW.parent / "docs" / "architecture.md").read_text().split())
+
+
 # The checker itself: planted problems in a copy of the package are reported.
 
 
-def _plant(tmp_path: Path, rel: str, text: str) -> layering.Graph:
-    copy = tmp_path / "plw"
+PLANTS = {  # file -> text appended to it in a copy of the package
+    "loss/reference.py": "\n\ndef _planted():\n    from plw.train import config\n",
+    "data/stats.py": "\n\ndef _planted():\n    from ..eval import harness\n",
+    "analysis/ols.py": "\nimport plw.experiment.grid\n",
+    "loss/common.py": "\n\ndef _planted():\n    from plw.loss import reference\n",
+    "train/collator.py": ("\n\ndef _planted():\n    try:\n        from plw.loss.chunked import _planted_helper\n"
+                          "    except ImportError:\n        pass\n    from plw.loss import common as c\n    c._x\n"),
+}
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    copy = tmp_path_factory.mktemp("planted") / "plw"
     shutil.copytree(PLW, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    with open(copy / rel, "a") as f:
-        f.write(text)
+    for rel, text in PLANTS.items():
+        with open(copy / rel, "a") as f:
+            f.write(text)
     return layering.load_graph(copy)
 
 
-def test_checker_reports_an_upward_import_inside_a_function(tmp_path):
-    g = _plant(tmp_path, "loss/reference.py", "\n\ndef _planted():\n    from plw.train import config\n")
+def test_checker_reports_an_upward_import_inside_a_function(planted):
     assert any("plw.loss.reference" in p and "upward import of plw.train.config" in p
-               for p in layering.layer_violations(g))
+               for p in layering.layer_violations(planted))
 
 
-def test_checker_reports_a_relative_upward_import(tmp_path):
-    g = _plant(tmp_path, "data/stats.py", "\n\ndef _planted():\n    from ..eval import harness\n")
+def test_checker_reports_a_relative_upward_import(planted):
     assert any("plw.data.stats" in p and "upward import of plw.eval.harness" in p
-               for p in layering.layer_violations(g))
+               for p in layering.layer_violations(planted))
 
 
-def test_checker_reports_a_sideways_import(tmp_path):
-    g = _plant(tmp_path, "analysis/ols.py", "\nimport plw.experiment.grid\n")
-    assert any("plw.analysis.ols" in p and "on its own layer" in p for p in layering.layer_violations(g))
+def test_checker_reports_a_sideways_import(planted):
+    assert any("plw.analysis.ols" in p and "on its own layer" in p for p in layering.layer_violations(planted))
 
 
-def test_checker_reports_a_cycle(tmp_path):
-    g = _plant(tmp_path, "loss/common.py", "\n\ndef _planted():\n    from plw.loss import reference\n")
-    assert ["plw.loss.common", "plw.loss.reference"] in [c for c in layering.cycles(g) if len(c) == 2]
+def test_checker_reports_a_cycle(planted):
+    assert ["plw.loss.common", "plw.loss.reference"] in layering.cycles(planted)
 
 
-def test_checker_reports_private_names_and_guards(tmp_path):
-    text = ("\n\ndef _planted():\n    try:\n        from plw.loss.chunked import _planted_helper\n"
-            "    except ImportError:\n        pass\n    from plw.loss import common as c\n    c._x\n")
-    g = _plant(tmp_path, "train/collator.py", text)
-    private = layering.private_imports(g)
+def test_checker_reports_private_names_and_guards(planted):
+    private = layering.private_imports(planted)
     assert any("private _planted_helper from plw.loss.chunked" in p for p in private)
     assert any("private _x from plw.loss.common" in p for p in private)
-    assert any("plw.train.collator" in p and "plw.loss.chunked" in p for p in layering.guarded_imports(g))
+    assert any("plw.train.collator" in p and "plw.loss.chunked" in p for p in layering.guarded_imports(planted))
 
 
 def test_checker_on_a_synthetic_graph():

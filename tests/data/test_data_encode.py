@@ -45,7 +45,7 @@ def _reference_sp(tok, prompt: str, completion: str):
 
 def _check_weights(tok, reference, prompt, completion, plw):
     rec = Record(prompt=prompt, completion=completion)
-    ex = encode_record(rec, tok, template="raw", plw=plw, max_length=10 ** 6)
+    ex = encode_record(rec, tok, template="raw", prompt_loss_weight=plw, max_length=10 ** 6)
     ids, is_comp = reference(tok, prompt, completion)
     assert ex["input_ids"] == ids  # the full text is tokenised once, EOS appended
     assert ex["labels"] == ids and ex["attention_mask"] == [1] * len(ids)
@@ -83,7 +83,7 @@ def test_weights_llama2(llama2_tokenizer, prompt, completion, plw):
 def test_no_weight_on_padding(bpe_tokenizer, pairs, plw, side, multiple):
     tok = bpe_tokenizer
     examples, report = tokenize_dataset([Record(prompt=p, completion=c) for p, c in pairs], tok,
-                                        template="raw", plw=plw, max_length=10 ** 6)
+                                        template="raw", prompt_loss_weight=plw, max_length=10 ** 6)
     assert report.n_examples == len(pairs) and not report.dropped
     batch = pad_batch(examples, pad_token_id=tok.pad_token_id, padding_side=side, pad_to_multiple_of=multiple)
     pad = batch["attention_mask"] == 0
@@ -104,7 +104,7 @@ def test_straddling_token_is_completion(bpe_tokenizer):
     """Boundary rule: a token holding any completion character weighs 1."""
     tok = bpe_tokenizer
     prompt, completion = "The answer is 1", "2345"
-    ex = encode_record(Record(prompt=prompt, completion=completion), tok, template="raw", plw=0.0)
+    ex = encode_record(Record(prompt=prompt, completion=completion), tok, template="raw", prompt_loss_weight=0.0)
     ids, offsets = tok(prompt + completion, return_offsets_mapping=True)["input_ids"], \
         tok(prompt + completion, return_offsets_mapping=True)["offset_mapping"]
     straddle = [i for i, (s, e) in enumerate(offsets) if s < len(prompt) < e]
@@ -116,7 +116,7 @@ def test_alpaca_template_tokens(bpe_tokenizer):
     """Alpaca: the prompt is the template text (weight PLW), target = output + EOS (weight 1)."""
     tok = bpe_tokenizer
     rec = Record(instruction="Add the numbers.", input="2, 3", output="5")
-    ex = encode_record(rec, tok, template="alpaca", plw=0.25)
+    ex = encode_record(rec, tok, template="alpaca", prompt_loss_weight=0.25)
     from plw.data.templates import render
 
     prompt, completion = render(rec, "alpaca", tok)
@@ -147,7 +147,7 @@ def _decoded_by_weight(tok, ex):
 
 def test_chat_default_roles(bpe_tokenizer):
     tok = bpe_tokenizer
-    ex = encode_record(CONVO, tok, template="chat", plw=0.1)
+    ex = encode_record(CONVO, tok, template="chat", prompt_loss_weight=0.1)
     by_w = _decoded_by_weight(tok, ex)
     assert set(by_w) == {0.1, 1.0}
     # completion = both assistant contents and their EOS (+ the template's newline after EOS)
@@ -160,7 +160,7 @@ def test_chat_default_roles(bpe_tokenizer):
 
 def test_chat_last_turn_only_and_role_weights(bpe_tokenizer):
     tok = bpe_tokenizer
-    ex = encode_record(CONVO, tok, template="chat", plw=0.1, last_turn_only=True,
+    ex = encode_record(CONVO, tok, template="chat", prompt_loss_weight=0.1, last_turn_only=True,
                        role_weights={"system": 0.0, "tool": 0.5})
     by_w = _decoded_by_weight(tok, ex)
     assert by_w[1.0].replace("\n", "") == "one two three</s>"
@@ -177,20 +177,20 @@ def test_chat_llama2_template_format(unigram_tokenizer):
 
     text, spans = chat_spans(CONVO.__class__(messages=CONVO.messages[:3]), tok)
     assert text == "<s>[INST] <<SYS>>\nYou are terse.\n<</SYS>>\n\nSay hi. [/INST] hi </s>"
-    ex = encode_record(Record(messages=CONVO.messages[:3]), tok, template="chat", plw=0.0)
+    ex = encode_record(Record(messages=CONVO.messages[:3]), tok, template="chat", prompt_loss_weight=0.0)
     comp = [i for i, c in zip(ex["input_ids"], ex["completion_mask"]) if c]
     assert comp[-1] == tok.eos_token_id and tok.sp_model.decode(comp[:-1]).strip() == "hi"
     from plw.errors import PLWError
 
     with pytest.raises(PLWError, match="system"):
-        encode_record(Record(messages=CONVO.messages[:3]), tok, template="chat", plw=0.0,
+        encode_record(Record(messages=CONVO.messages[:3]), tok, template="chat", prompt_loss_weight=0.0,
                       role_weights={"system": 0.5})
 
 
 def test_alpaca_record_as_chat(bpe_tokenizer):
     tok = bpe_tokenizer
     rec = Record(instruction="Reverse the word.", input="cat", output="tac")
-    ex = encode_record(rec, tok, template="chat", plw=0.0)
+    ex = encode_record(rec, tok, template="chat", prompt_loss_weight=0.0)
     comp = [i for i, c in zip(ex["input_ids"], ex["completion_mask"]) if c]
     assert tok.decode(comp).strip() == "tac</s>"
     assert "Reverse the word.\n\ncat" in tok.decode(ex["input_ids"])
@@ -201,14 +201,14 @@ def test_alpaca_record_as_chat(bpe_tokenizer):
 def test_truncation_keeps_completion(bpe_tokenizer):
     tok = bpe_tokenizer
     rec = Record(prompt=" ".join(f"word{i}" for i in range(60)) + "\n", completion="the end")
-    full = encode_record(rec, tok, template="raw", plw=0.5, max_length=10 ** 6)
+    full = encode_record(rec, tok, template="raw", prompt_loss_weight=0.5, max_length=10 ** 6)
     n_comp = sum(full["completion_mask"])
-    ex = encode_record(rec, tok, template="raw", plw=0.5, max_length=20)
+    ex = encode_record(rec, tok, template="raw", prompt_loss_weight=0.5, max_length=20)
     assert len(ex["input_ids"]) == 20
     assert ex["input_ids"][0] == tok.bos_token_id  # BOS kept, prompt cut from the left
     assert ex["input_ids"][1:] == full["input_ids"][-19:]
     assert sum(ex["completion_mask"]) == n_comp and ex["input_ids"][-1] == tok.eos_token_id
-    examples, report = tokenize_dataset([rec, rec], tok, template="raw", plw=0.5, max_length=20)
+    examples, report = tokenize_dataset([rec, rec], tok, template="raw", prompt_loss_weight=0.5, max_length=20)
     assert report.n_prompt_truncated == 2 and report.n_examples == 2
 
 
@@ -216,24 +216,24 @@ def test_long_completion_dropped_or_truncated(bpe_tokenizer):
     tok = bpe_tokenizer
     long = Record(prompt="Write:", completion=" ".join(["lots of words"] * 30))
     short = Record(prompt="Write:", completion="ok")
-    assert encode_record(long, tok, template="raw", plw=0.0, max_length=16) is None
-    examples, report = tokenize_dataset([long, short, long], tok, template="raw", plw=0.0, max_length=16)
+    assert encode_record(long, tok, template="raw", prompt_loss_weight=0.0, max_length=16) is None
+    examples, report = tokenize_dataset([long, short, long], tok, template="raw", prompt_loss_weight=0.0, max_length=16)
     assert report.n_examples == 1 and report.dropped == {DROP_COMPLETION_TOO_LONG: 2}
     assert "dropped 2" in report.summary()
-    ex = encode_record(long, tok, template="raw", plw=0.0, max_length=16, on_long_completion="truncate")
+    ex = encode_record(long, tok, template="raw", prompt_loss_weight=0.0, max_length=16, on_long_completion="truncate")
     assert len(ex["input_ids"]) == 16 and ex["input_ids"][-1] != tok.eos_token_id
-    _, report = tokenize_dataset([long], tok, template="raw", plw=0.0, max_length=16, on_long_completion="truncate")
+    _, report = tokenize_dataset([long], tok, template="raw", prompt_loss_weight=0.0, max_length=16, on_long_completion="truncate")
     assert report.n_completion_truncated == 1
     # a prompt longer than max_length under right truncation leaves no completion: dropped
     big_prompt = Record(prompt=" ".join(["p"] * 40), completion=" ".join(["c"] * 40))
-    _, report = tokenize_dataset([big_prompt], tok, template="raw", plw=0.0, max_length=10,
+    _, report = tokenize_dataset([big_prompt], tok, template="raw", prompt_loss_weight=0.0, max_length=10,
                                  on_long_completion="truncate")
     assert report.dropped == {DROP_NO_COMPLETION: 1}
 
 
 def test_all_zero_weights_dropped(bpe_tokenizer):
     convo = Record(messages=({"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}))
-    _, report = tokenize_dataset([convo], bpe_tokenizer, template="chat", plw=0.0,
+    _, report = tokenize_dataset([convo], bpe_tokenizer, template="chat", prompt_loss_weight=0.0,
                                  role_weights={"assistant": 0.0})
     assert report.dropped == {DROP_ZERO_WEIGHTS: 1} and report.n_examples == 0
 
@@ -243,17 +243,17 @@ def test_tokenize_dataset_matches_encode_record(unigram_tokenizer, bpe_tokenizer
 
     recs = generate(40, seed=5)
     for tok in (unigram_tokenizer, bpe_tokenizer):
-        examples, report = tokenize_dataset(recs, tok, template="alpaca", plw=0.1, max_length=64)
-        single = [encode_record(r, tok, template="alpaca", plw=0.1, max_length=64) for r in recs]
+        examples, report = tokenize_dataset(recs, tok, template="alpaca", prompt_loss_weight=0.1, max_length=64)
+        single = [encode_record(r, tok, template="alpaca", prompt_loss_weight=0.1, max_length=64) for r in recs]
         assert examples == [e for e in single if e is not None]
         assert report.n_tokens == sum(len(e["input_ids"]) for e in examples)
         assert report.n_completion_tokens == sum(sum(e["completion_mask"]) for e in examples)
 
 
-@pytest.mark.parametrize("kwargs, field", [({"plw": 1.5}, "plw"), ({"plw": float("nan")}, "plw"),
-                                           ({"plw": 0.1, "max_length": 1}, "max_length"),
-                                           ({"plw": 0.1, "role_weights": {"bot": 1.0}}, "role_weights"),
-                                           ({"plw": 0.1, "template": "vicuna"}, "template")])
+@pytest.mark.parametrize("kwargs, field", [({"prompt_loss_weight": 1.5}, "prompt_loss_weight"), ({"prompt_loss_weight": float("nan")}, "prompt_loss_weight"),
+                                           ({"prompt_loss_weight": 0.1, "max_length": 1}, "max_length"),
+                                           ({"prompt_loss_weight": 0.1, "role_weights": {"bot": 1.0}}, "role_weights"),
+                                           ({"prompt_loss_weight": 0.1, "template": "vicuna"}, "template")])
 def test_bad_settings(bpe_tokenizer, kwargs, field):
     from plw.errors import PLWError
 
@@ -274,10 +274,20 @@ def test_trimmed_offsets_whitespace_before_boundary():
     prompt, completion = "Answer:\n\n   ", "42 is  it"
     ids, offsets = encode_with_offsets(tok, [prompt + completion])[0]
     assert all(e > s for s, e in offsets)
-    ex = encode_record(Record(prompt=prompt, completion=completion), tok, template="raw", plw=0.0,
+    ex = encode_record(Record(prompt=prompt, completion=completion), tok, template="raw", prompt_loss_weight=0.0,
                        max_length=10 ** 6)
     # joint tokens: ... 'Ġ' 'Ġ' | 'Ġ42' (straddles: completion) 'Ġis' 'Ġ' 'Ġit' </s>
     first = ex["completion_mask"].index(1)
     assert all(ex["completion_mask"][first:])
     assert tok.convert_ids_to_tokens(ex["input_ids"][first - 2:first + 1]) == ["Ġ", "Ġ", "Ġ42"]
     assert tok.decode(ex["input_ids"][first:]) == " 42 is  it</s>"
+
+
+def test_old_plw_keyword_still_works_with_a_deprecation_warning(bpe_tokenizer):
+    rec = Record(instruction="Add 2 and 3.", output="5")
+    new = encode_record(rec, bpe_tokenizer, template="alpaca", prompt_loss_weight=0.25)
+    with pytest.warns(FutureWarning, match="use prompt_loss_weight="):
+        old = encode_record(rec, bpe_tokenizer, template="alpaca", plw=0.25)
+    assert old == new
+    with pytest.raises(TypeError, match="prompt_loss_weight"):
+        tokenize_dataset([rec], bpe_tokenizer)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import openai
 import pytest
 
-from serve_helpers import wait_for, write_chat_file
+from serve_helpers import REPO, env, wait_for, write_chat_file
 
 pytestmark = pytest.mark.slow
 
@@ -14,7 +17,22 @@ def client(live, key=None) -> openai.OpenAI:
     return openai.OpenAI(base_url=live.base_url, api_key=key or live.key, max_retries=0, timeout=30)
 
 
+def run_docs_snippet(live, tmp_path) -> subprocess.Popen:
+    """docs/serve.md's copy of OpenAI's guide snippets, as written (base_url and key from the env)."""
+    doc = (REPO / "docs" / "serve.md").read_text()
+    snippet = doc.split("<!-- guide-snippet -->", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    work = tmp_path / "snippet"
+    work.mkdir()
+    write_chat_file(work / "mydata.jsonl", seed=3)
+    return subprocess.Popen([sys.executable, "-c", snippet], cwd=work, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**env(), "OPENAI_BASE_URL": live.base_url, "OPENAI_API_KEY": live.key})
+
+
 def test_guide_flow_with_prompt_loss_weight(live, tmp_path):
+    """The guide's calls with prompt_loss_weight; docs/serve.md's snippet runs unchanged beside it
+    (the server has two workers, so both jobs train at once)."""
+    snippet = run_docs_snippet(live, tmp_path)
     c = client(live)
     path = write_chat_file(tmp_path / "train.jsonl")
     # OpenAI's fine-tuning guide, with base_url, a plw key and prompt_loss_weight added
@@ -43,7 +61,11 @@ def test_guide_flow_with_prompt_loss_weight(live, tmp_path):
     assert ckpts[0].fine_tuned_model_checkpoint == f"{job.fine_tuned_model}:ckpt-step-6"
     assert job.fine_tuned_model in [m.id for m in c.models.list()]
     assert c.models.retrieve(job.fine_tuned_model).owned_by == "acme"
-    assert [j.id for j in c.fine_tuning.jobs.list(limit=10)][0] == job.id
+    assert job.id in [j.id for j in c.fine_tuning.jobs.list(limit=10)]
+    out, err = snippet.communicate(timeout=240)
+    assert snippet.returncode == 0, err
+    assert out.startswith("succeeded ft:builtin-tiny:acme::"), out
+    assert "The job has successfully completed" in out
 
 
 def test_auth_and_isolation(live, tmp_path):
@@ -125,19 +147,3 @@ def test_auto_plw_cancel_and_legacy(live, tmp_path):
     saved = json.dumps(c.fine_tuning.jobs.retrieve(legacy["id"]).hyperparameters.model_dump())
     assert '"prompt_loss_weight": 0.3' in saved
 
-
-def test_docs_guide_snippet_runs_unchanged(live, tmp_path):
-    """docs/serve.md's copy of OpenAI's guide snippets runs as written (base_url and key from the env)."""
-    import subprocess
-    import sys
-
-    from serve_helpers import REPO, env
-
-    doc = (REPO / "docs" / "serve.md").read_text()
-    snippet = doc.split("<!-- guide-snippet -->", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
-    write_chat_file(tmp_path / "mydata.jsonl")
-    out = subprocess.run([sys.executable, "-c", snippet], cwd=tmp_path, capture_output=True, text=True,
-                         timeout=240, env={**env(), "OPENAI_BASE_URL": live.base_url, "OPENAI_API_KEY": live.key})
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("succeeded ft:builtin-tiny:acme::"), out.stdout
-    assert "The job has successfully completed" in out.stdout

@@ -14,7 +14,7 @@ def main(port: str) -> None:
     dist.init_process_group("gloo", rank=0, world_size=1)
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    from plw.train.forward import PLWLossRequest, attach_plw_loss
+    from plw.train.forward import LossRequest, attach_plw_loss
     from plw.train.tiny import tiny_llama
     from train_helpers import tiny_tokenizer
 
@@ -24,7 +24,7 @@ def main(port: str) -> None:
     weights[:, 6:] = 1.0
     z = torch.tensor(13.7, dtype=torch.float64)
     ref = attach_plw_loss(tiny_llama(tok, seed=0, hidden_size=32))
-    ref(input_ids=ids, labels=ids, plw=PLWLossRequest(weights.clone(), None, z.clone()))["loss"].backward()
+    ref(input_ids=ids, labels=ids, loss_request=LossRequest(weights.clone(), None, z.clone()))["loss"].backward()
     want = ref.lm_head.weight.grad
     for policy in (None, MixedPrecisionPolicy(param_dtype=torch.bfloat16, output_dtype=torch.bfloat16)):
         model = attach_plw_loss(tiny_llama(tok, seed=0, hidden_size=32))
@@ -33,8 +33,8 @@ def main(port: str) -> None:
         for layer in model.model.layers:
             fully_shard(layer, **kw)
         fully_shard(model, **kw)
-        req = PLWLossRequest(weights.clone(), None, z.clone())
-        model(input_ids=ids, labels=ids, plw=req)["loss"].backward()
+        req = LossRequest(weights.clone(), None, z.clone())
+        model(input_ids=ids, labels=ids, loss_request=req)["loss"].backward()
         got = model.lm_head.weight.grad.full_tensor()
         err = float((got - want).norm() / want.norm())
         # The request's tensors are never cast, whatever the policy.

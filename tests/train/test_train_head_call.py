@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from plw.errors import PLWError
-from plw.train.forward import PLWLossRequest, attach_plw_loss, detach_plw_loss
+from plw.train.forward import LossRequest, attach_plw_loss, detach_plw_loss
 from plw.train.tiny import tiny_llama
 from train_helpers import tiny_tokenizer
 
@@ -26,10 +26,10 @@ def test_head_module_is_called_with_the_request():
     model = attach_plw_loss(tiny_llama(tok, seed=0, hidden_size=32))
     seen = []
     handle = model.lm_head.register_forward_pre_hook(
-        lambda mod, args, kwargs: seen.append(kwargs.get("plw_request")), with_kwargs=True)
+        lambda mod, args, kwargs: seen.append(kwargs.get("loss_request")), with_kwargs=True)
     ids = torch.randint(4, len(tok), (2, 9), generator=torch.Generator().manual_seed(1))
-    req = PLWLossRequest(torch.ones(ids.shape))
-    out = model(input_ids=ids, labels=ids, plw=req)
+    req = LossRequest(torch.ones(ids.shape))
+    out = model(input_ids=ids, labels=ids, loss_request=req)
     assert seen == [req] and req.result is not None
     assert torch.equal(out["loss"].detach().float(), req.loss_value)
     # Without a request the head is a plain linear layer again (generation, evaluation).
@@ -60,9 +60,9 @@ def test_patched_model_pickles_keeps_signature_and_passes_extra_keywords():
     ids = torch.randint(4, len(tok), (1, 7), generator=torch.Generator().manual_seed(2))
     assert model(input_ids=ids, logits_to_keep=1).logits.shape == (1, 1, len(tok))
     clone = pickle.loads(pickle.dumps(model))
-    req = PLWLossRequest(torch.ones(ids.shape))
-    a = clone(input_ids=ids, labels=ids, plw=req)["loss"]
-    b = model(input_ids=ids, labels=ids, plw=PLWLossRequest(torch.ones(ids.shape)))["loss"]
+    req = LossRequest(torch.ones(ids.shape))
+    a = clone(input_ids=ids, labels=ids, loss_request=req)["loss"]
+    b = model(input_ids=ids, labels=ids, loss_request=LossRequest(torch.ones(ids.shape)))["loss"]
     assert torch.equal(a, b)
     attach_plw_loss(model)  # idempotent
     assert model.forward.module is model

@@ -127,7 +127,7 @@ def test_plw_0_and_1_match_plain_hf_training(tmp_path, tok, plw):
     from plw.data.records import load_records
 
     records = load_records("builtin:short?n=24")
-    rows, _ = tokenize_dataset(records, tok, template="alpaca", plw=plw, max_length=128)
+    rows, _ = tokenize_dataset(records, tok, template="alpaca", prompt_loss_weight=plw, max_length=128)
     m1, _, l1, _ = _plw_run(tmp_path / "plw", rows, tok, 4, 2, steps=3)
     model = tiny_llama(tok, seed=0, hidden_size=32)
     cap = GradCapture()
@@ -152,7 +152,7 @@ def test_logs_prompt_and_completion_nll_and_val_nll_is_plw_free(tmp_path, tok):
     model = tiny_llama(tok, seed=3, hidden_size=32)
     vals = []
     for plw in (0.0, 0.3, 1.0):
-        rows, _ = tokenize_dataset(records, tok, template="alpaca", plw=plw, max_length=128)
+        rows, _ = tokenize_dataset(records, tok, template="alpaca", prompt_loss_weight=plw, max_length=128)
         vals.append(completion_nll(model, rows, PLWCollator(tok.pad_token_id), batch_size=5))
     assert vals[0] == pytest.approx(vals[1], rel=1e-6) and vals[0] == pytest.approx(vals[2], rel=1e-6)
     # independent: mean NLL over completion targets from full logits

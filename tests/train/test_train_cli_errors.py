@@ -1,5 +1,5 @@
-"""Review fixes: data-drop counts reported, bad settings fail up front (exit 2, one line, nothing
-written), logit scaling of Granite / Cohere, flag names in errors, the DataParallel guard."""
+"""`plw train` input errors: dropped examples reported, bad trainer/runtime settings and flags
+named in one line before anything is written, and the DataParallel guard."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import torch
 
 from plw.errors import PLWError
 
+
 FAST = ["--no-progress", "--set", "max_steps=1", "--set", "tiny.hidden_size=32", "--set", "tiny.vocab_size=400",
         "--set", "per_device_batch_size=8", "--set", "global_batch_size=8"]
-
 
 def test_cli_reports_dropped_examples_on_stderr_and_in_metrics(tmp_path, capsys):
     from plw.cli import main
@@ -113,49 +113,3 @@ def test_dataparallel_guard():
     with pytest.raises(PLWError, match="accelerate launch") as err:
         check_single_process_gpus(2)
     assert "CUDA_VISIBLE_DEVICES" in str(err.value) and "torchrun" in str(err.value)
-
-
-# ---- logit scaling ------------------------------------------------------------------------
-
-def _tiny(kind: str):
-    from transformers import CohereConfig, CohereForCausalLM, GraniteConfig, GraniteForCausalLM
-
-    common = dict(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64)
-    torch.manual_seed(0)
-    if kind == "granite":
-        model = GraniteForCausalLM(GraniteConfig(logits_scaling=4.0, **common))
-    else:
-        model = CohereForCausalLM(CohereConfig(logit_scale=0.25, **common))
-    return model.double().eval()
-
-
-@pytest.mark.parametrize("kind", ["granite", "cohere"])
-def test_scaled_logits_plw1_equals_hf_loss(kind):
-    from plw.train.forward import attach_plw_loss, detach_plw_loss
-
-    model = _tiny(kind)
-    g = torch.Generator().manual_seed(1)
-    ids = torch.randint(0, 97, (3, 11), generator=g)
-    mask = torch.ones_like(ids)
-    with torch.no_grad():
-        ref = model(input_ids=ids, attention_mask=mask, labels=ids).loss
-        attach_plw_loss(model)
-        ours = model(input_ids=ids, attention_mask=mask, labels=ids, plw_weights=torch.ones_like(ids, dtype=torch.float64),
-                     plw_completion_mask=torch.ones_like(ids, dtype=torch.bool))["loss"]
-        detach_plw_loss(model)
-    assert float(ours) == pytest.approx(float(ref), rel=1e-6)  # HF computes its loss in fp32
-
-
-def test_unknown_logit_transform_is_refused():
-    from plw.train.forward import attach_plw_loss, logit_factor
-    from plw.train.tiny import tiny_llama
-    from train_helpers import tiny_tokenizer
-
-    model = tiny_llama(tiny_tokenizer(), seed=0, hidden_size=32)
-    assert logit_factor(model.config) == 1.0
-    model.config.logits_scaling = 2.0  # e.g. a remote-code model that scales its logits
-    with pytest.raises(PLWError, match="logits_scaling"):
-        attach_plw_loss(model)
-    cfg = _tiny("granite").config
-    assert logit_factor(cfg) == 0.25 and logit_factor(_tiny("cohere").config) == 0.25
