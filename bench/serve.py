@@ -1,13 +1,14 @@
 """Load bench of `plw serve`'s metadata API: 50 concurrent clients listing and retrieving while 4 jobs train.
 
     python bench/serve.py                  # 50 clients x 40 calls each, idle and with 4 running jobs
-    python bench/serve.py --quick          # 10 clients x 10 calls (a smoke run)
+    python bench/serve.py --quick          # 10 clients x 10 calls (a smoke run; writes nothing)
 
 Starts `plw serve --workers 4` on 127.0.0.1 (a free port, a temporary data dir), creates a key,
 uploads a chat file and measures the latency of metadata calls (files list/retrieve, jobs
 list/retrieve, events list, models list; every client cycles through them) twice in the same run:
 "idle" (no job) and "loaded" (4 builtin:tiny jobs running, checked before and after). Reports p50,
-p99 and max latency, errors and calls/s as JSON; target: no errors, loaded p99 <= 200 ms.
+p99 and max latency, errors, calls/s and the server's own CPU per call as JSON (also to
+bench/results/serve.json); target: no errors, loaded p99 <= 200 ms.
 """
 
 from __future__ import annotations
@@ -105,7 +106,8 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=40, help="calls per client per phase")
     ap.add_argument("--jobs", type=int, default=4)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--out", type=Path, help="also write the JSON here")
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "serve.json",
+                    help="also write the JSON here (default: bench/results/serve.json)")
     args = ap.parse_args()
     if args.quick:
         args.clients, args.calls = 10, 10
@@ -150,7 +152,7 @@ def main() -> None:
                and running_before == running_after == args.jobs}
         text = json.dumps(out, indent=2)
         print(text)
-        if args.out:
+        if args.out and not args.quick:
             args.out.write_text(text + "\n")
     finally:
         if server is not None:

@@ -109,11 +109,11 @@ def test_openai_message_weight_zero_is_context(tmp_path):
     tok.chat_template = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{{ eos_token }}"
                          "{% endfor %}")
     rec = load_records(path)[0]
-    ex = encode_record(rec, tok, template="chat", plw=0.25)
+    ex = encode_record(rec, tok, template="chat", prompt_loss_weight=0.25)
     unweighted = dict(msgs[1])
     unweighted.pop("weight")
     path.write_text(json.dumps({"messages": [msgs[0], unweighted, *msgs[2:]]}) + "\n")
-    both = encode_record(load_records(path)[0], tok, template="chat", plw=0.25)
+    both = encode_record(load_records(path)[0], tok, template="chat", prompt_loss_weight=0.25)
     assert sum(ex["completion_mask"]) < sum(both["completion_mask"])
     assert sum(w == 1.0 for w in ex["weights"]) == sum(ex["completion_mask"])
     path.write_text(json.dumps({"messages": [{"role": "user", "content": "x", "weight": 1},
