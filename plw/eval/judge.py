@@ -33,7 +33,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from plw.errors import PLWError
 from plw.eval.alpaca_eval import DEFAULT_ALPACA_EVAL, AlpacaEvalSet, load_alpaca_eval  # noqa: F401 (re-exported)
-from plw.eval.spec import SHARED_DATA
 from plw.ui import progress_bar
 
 

@@ -158,8 +158,9 @@ def schedule(store: ResultsStore, todo: list[Run], outcome: SweepOutcome, execut
         for i, run in enumerate(todo, 1):
             eta = ""
             if done:
-                eta = f"  (≈{fmt_seconds((time.time() - t0) / done * (len(todo) - done))} left)"
-            console.rule(f"[bold]run {i}/{len(todo)}[/] {describe(run)}{eta}", align="left")
+                eta = f" (≈{fmt_seconds((time.time() - t0) / done * (len(todo) - done))} left)"
+            # The ETA before the run's description, which a narrow terminal cuts.
+            console.rule(f"[bold]run {i}/{len(todo)}[/]{eta} {describe(run)}", align="left")
             yield Job(run, prepare(store, run), data_source(run))
 
     results = executor.results(jobs())

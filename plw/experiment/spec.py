@@ -113,11 +113,6 @@ class RegularizerSpec(_Strict):
             return {"name": "none"}
         return value
 
-    @field_validator("train")
-    @classmethod
-    def _train_keys(cls, v: dict) -> dict:
-        return upgrade_keys(v)  # the run ID hashes the current spelling
-
     @field_validator("name")
     @classmethod
     def _slug(cls, v: str) -> str:
@@ -195,6 +190,11 @@ class SweepSpec(_Strict):
     # What to keep of a finished run's training outputs: "all", "weights" (drop the intermediate
     # checkpoints, which hold optimizer state), or "none" (drop the weights too; 60 7B runs ≈ 0.8 TB).
     keep: Literal["all", "weights", "none"] = "weights"
+
+    @field_validator("train")
+    @classmethod
+    def _train_keys(cls, v: dict) -> dict:
+        return upgrade_keys(v)  # the run ID hashes the current spelling
 
     @field_validator("name")
     @classmethod

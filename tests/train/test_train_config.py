@@ -122,7 +122,7 @@ def test_old_spelling_in_a_sweep_spec_gives_the_same_run_ids(tmp_path):
     from plw.experiment.spec import SweepSpec
 
     def ids(key):
-        spec = {"name": "s", "datasets": ["builtin:short"], "plw": [0.0],
+        spec = {"name": "s", "datasets": ["builtin:short"], "plw": [0.0], "train": {key: {"hidden_dropout": 0.1}},
                 "regularizers": [{"name": "ls", "train": {key: {"label_smoothing": 0.1}}}]}
         return [r.run_id for r in expand(SweepSpec.model_validate(spec))]
 
