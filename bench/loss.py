@@ -2,6 +2,13 @@
 
     python bench/loss.py                      # CPU shapes (or GPU shapes when CUDA is available)
     python bench/loss.py --quick              # one small shape, 3 steps (a smoke run)
+    python bench/loss.py --gpu-check          # the GPU check (bench/gpu_check.sh): see below
+
+--gpu-check (CUDA; with --quick a tiny CPU smoke run of the same steps): N in {4096, 16384}, d = 4096,
+V = 128256, bf16; rows hf_naive, cce_exact, liger, plw, plw_vocab_blocks; then a sweep of chunk sizes
+for both strategies in one process per shape (the candidates for the CUDA defaults in
+plw/loss/chunked.py's DEVICE_DEFAULTS); then the issue's targets printed as ratios: time <= 1.0 x CCE
+exact (filter_eps=None, weighted), peak extra memory <= 1.2 x (dH + dW + one chunk).
 
 Rows "plw" (strategy="auto" = token chunks) and "plw_vocab_blocks" (strategy="vocab_blocks"). On CPU a
 bf16 memory check of the two strategies follows (N=4096, d=1024, V=32000; --no-memcheck skips it): peak
@@ -37,16 +44,24 @@ MEMCHECK_METHODS = ["plw", "plw_vocab_blocks"]
 SEQ = 512  # tokens per sequence: the N tokens form a [N / SEQ, SEQ] batch
 PLW = 0.1  # every row is kept (weight > 0), so every method does the same 6·N·d·V work
 MMAP_THRESHOLD = 1 << 20
+# Rows that run on CUDA only: on CPU the driver records the reason without starting a worker.
+CUDA_ONLY = {"cce_exact": "skipped: gradient filtering is a CUDA-kernel option (CPU rows are exact)",
+             "liger": "skipped: Liger kernels are Triton (CUDA) only"}
+# The GPU check (--gpu-check): rows, chunk sizes swept per strategy ("auto" = the current default), targets
+GPU_CHECK_METHODS = ["hf_naive", "cce_exact", "liger", "plw", "plw_vocab_blocks"]
+SWEEP_CHUNKS = {"gpu": ["auto", 512, 1024, 2048, 4096], "quick": ["auto", 128]}
+SWEEP_STRATEGIES = ["token_chunks", "vocab_blocks"]
+TARGETS = {"time_vs_cce_exact": 1.0, "mem_vs_ideal": 1.2}  # the issue's GPU targets (<=)
 
 
 # ----------------------------------------------------------------------------------------- worker
 def _inputs(n, d, v, dtype, device):
     import torch
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator(device=device).manual_seed(0)  # drawn where they live: GPU shapes are large
     b = max(1, n // SEQ)
-    hidden = torch.randn(b, n // b, d, generator=g).to(device, dtype).requires_grad_()
-    weight = (torch.randn(v, d, generator=g) / d ** 0.5).to(device, dtype).requires_grad_()
-    labels = torch.randint(0, v, (b, n // b), generator=g).to(device)
+    hidden = torch.randn(b, n // b, d, generator=g, device=device).to(dtype).requires_grad_()
+    weight = (torch.randn(v, d, generator=g, device=device) / d ** 0.5).to(dtype).requires_grad_()
+    labels = torch.randint(0, v, (b, n // b), generator=g, device=device)
     weights = torch.ones(b, n // b)
     weights[:, : (n // b) // 4] = PLW  # first quarter of each sequence is "prompt"
     return hidden, weight, labels, weights.to(device)
@@ -87,7 +102,7 @@ def _method(name, hidden, weight, labels, weights):
         # "cce_exact": filter_eps=None, the like-for-like comparison with plw's exact engine.
         extra = {"filter_eps": None} if name == "cce_exact" else {}
         if name == "cce_exact" and not hidden.is_cuda:
-            raise RuntimeError("skipped: gradient filtering is a CUDA-kernel option (CPU rows are exact)")
+            raise RuntimeError(CUDA_ONLY[name])
 
         def step():
             h = hidden[:, :-1].reshape(-1, d)
@@ -96,7 +111,7 @@ def _method(name, hidden, weight, labels, weights):
             return (per.float() * w).sum() / z
     elif name == "liger":
         if not hidden.is_cuda:
-            raise RuntimeError("skipped: Liger kernels are Triton (CUDA) only")
+            raise RuntimeError(CUDA_ONLY[name])
         from liger_kernel.transformers.fused_linear_cross_entropy import LigerFusedLinearCrossEntropyLoss
         fn = LigerFusedLinearCrossEntropyLoss(reduction="none")
 
@@ -146,15 +161,12 @@ def _rss_bytes(field: str) -> int:
     raise RuntimeError(field)
 
 
-def worker(args) -> dict:
+def _measure(step, hidden, weight, device, steps):
+    """Warm-up step, then `steps` timed steps: (warm-up loss, wall times, CPU times, peak extra bytes)."""
     import ctypes
     import gc
 
     import torch
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
-    hidden, weight, labels, weights = _inputs(args.n, args.d, args.v, dtype, device)
-    step = _method(args.worker, hidden, weight, labels, weights)
 
     def run():
         hidden.grad = weight.grad = None
@@ -177,15 +189,46 @@ def worker(args) -> dict:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # reset VmHWM to the current RSS
     times, cpu = [], []
-    for _ in range(args.steps):
+    for _ in range(steps):
         t0, c0 = time.perf_counter(), time.process_time()
         run()
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
     peak = (torch.cuda.max_memory_allocated() if device.type == "cuda" else _rss_bytes("VmHWM"))
+    hidden.grad = weight.grad = None
+    return loss, times, cpu, peak - base
+
+
+def worker(args) -> dict:
+    import torch
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
+    hidden, weight, labels, weights = _inputs(args.n, args.d, args.v, dtype, device)
+    if args.worker == "sweep":
+        return {"method": "sweep", "device": device.type,
+                "rows": sweep(args, hidden, weight, labels, weights, device)}
+    step = _method(args.worker, hidden, weight, labels, weights)
+    loss, times, cpu, peak_extra = _measure(step, hidden, weight, device, args.steps)
     return {"method": args.worker, "loss": loss, "time_s": statistics.median(times), "times_s": times,
-            "cpu_s": statistics.median(cpu),
-            "peak_extra_bytes": peak - base, "device": device.type}
+            "cpu_s": statistics.median(cpu), "peak_extra_bytes": peak_extra, "device": device.type}
+
+
+def sweep(args, hidden, weight, labels, weights, device) -> list[dict]:
+    """Both strategies at each chunk size of SWEEP_CHUNKS, in this one process (memory per setting
+    from the allocator's peak on CUDA; on CPU the resident-set peak, a rough figure here)."""
+    from plw.loss import linear_cross_entropy
+
+    rows = []
+    for strategy in SWEEP_STRATEGIES:
+        for chunk in SWEEP_CHUNKS[args.sweep]:
+            def step(strategy=strategy, chunk=chunk):
+                return linear_cross_entropy(hidden, weight, labels, weights, strategy=strategy,
+                                            chunk_size=chunk).loss
+            loss, times, cpu, peak_extra = _measure(step, hidden, weight, device, args.steps)
+            rows.append({"strategy": strategy, "chunk": chunk, "loss": loss,
+                         "time_s": statistics.median(times), "times_s": times,
+                         "peak_extra_bytes": peak_extra})
+    return rows
 
 
 # ----------------------------------------------------------------------------------------- driver
@@ -231,16 +274,83 @@ def machine() -> dict:
     return info
 
 
+def run_worker(cmd, env, timeout=None) -> dict:
+    """One worker process -> its JSON row, or {"skipped": reason} (its last stderr line, or a timeout)."""
+    try:
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"skipped": f"timed out after {timeout} s"}
+    if r.returncode == 0:
+        return json.loads(r.stdout.strip().splitlines()[-1])
+    last = (r.stderr.strip().splitlines() or ["failed"])[-1]
+    return {"skipped": last[:300], "returncode": r.returncode}
+
+
+def sweep_rows(rows, n, d, v, dt, device, cce_exact) -> list[dict]:
+    """Ratios of the sweep's rows: memory against (dH + dW + the row's own chunk), time against CCE
+    exact and against the current default (strategy "auto" = token chunks, chunk "auto")."""
+    import torch
+
+    from plw.loss.chunked import auto_chunk_size
+    from plw.loss.vocab_blocks import auto_token_chunk
+    tdt = torch.bfloat16 if dt == "bf16" else torch.float32
+    grads = (n * d + v * d) * (2 if dt == "bf16" else 4)
+    default = next((r for r in rows if r["strategy"] == "token_chunks" and r["chunk"] == "auto"), None)
+    for r in rows:
+        c = r["chunk"]
+        if c == "auto":
+            c = (auto_chunk_size(n, v, device=device, dtype=tdt, softcap=False, hidden_size=d)
+                 if r["strategy"] == "token_chunks" else auto_token_chunk(n, v, device=device, dtype=tdt))
+        r["chunk_rows"] = min(c, n)
+        r["ideal_bytes"] = grads + r["chunk_rows"] * v * 4
+        r["mem_vs_ideal"] = r["peak_extra_bytes"] / r["ideal_bytes"]
+        r["tflops"] = 6 * n * d * v / r["time_s"] / 1e12
+        if cce_exact:
+            r["time_vs_cce_exact"] = r["time_s"] / cce_exact
+        if default:
+            r["time_vs_default"] = r["time_s"] / default["time_s"]
+    return rows
+
+
+def suggest_defaults(rows) -> dict:
+    """The fastest sweep setting, and the fastest within the memory target (the CUDA-default candidates;
+    a person sets DEVICE_DEFAULTS from these, the bench changes nothing)."""
+    def fastest(candidates):
+        if not candidates:
+            return None
+        best = min(candidates, key=lambda r: r["time_s"])
+        return {k: best[k] for k in ("strategy", "chunk", "chunk_rows", "time_s", "mem_vs_ideal")}
+
+    within = [r for r in rows if r["mem_vs_ideal"] <= TARGETS["mem_vs_ideal"]]
+    return {"fastest": fastest(rows), "fastest_within_memory_target": fastest(within)}
+
+
+def gpu_targets(shape: dict) -> list[dict]:
+    """The issue's GPU targets for plw's two strategy rows of one shape, as ratios (None = not measured)."""
+    out = []
+    for m in ("plw", "plw_vocab_blocks"):
+        r = shape["methods"].get(m, {})
+        for key, limit in TARGETS.items():
+            value = r.get(key)
+            out.append({"n": shape["n"], "method": m, "ratio": key, "value": value, "target": limit,
+                        "met": None if value is None else value <= limit})
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--sweep", default="gpu", help=argparse.SUPPRESS)  # the worker's SWEEP_CHUNKS key
     p.add_argument("--n", type=int)
     p.add_argument("--d", type=int)
     p.add_argument("--v", type=int)
     p.add_argument("--dtype", default=None, choices=["fp32", "bf16"])
     p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--methods", default=None, help=f"comma-separated (default {','.join(METHODS)})")
     p.add_argument("--quick", action="store_true", help="one small shape, 3 steps")
+    p.add_argument("--gpu-check", action="store_true",
+                   help="the GPU check's rows, chunk sweep and targets (needs CUDA unless --quick)")
+    p.add_argument("--worker-timeout", type=float, default=None, help="seconds per worker process")
     p.add_argument("--no-memcheck", action="store_true", help="skip the CPU bf16 memory check of the strategies")
     p.add_argument("--memcheck-steps", type=int, default=2, help="timed steps of the bf16 memory check")
     p.add_argument("--out", default=None, help="JSON path (default bench/results/loss_<device>.json)")
@@ -251,13 +361,19 @@ def main() -> None:
 
     import torch
     cuda = torch.cuda.is_available()
+    if args.gpu_check and not cuda and not args.quick:
+        p.error("--gpu-check needs CUDA (add --quick for a tiny smoke run of its steps on CPU)")
     shapes = GPU_SHAPES if cuda else CPU_SHAPES
-    dtype = args.dtype or ("bf16" if cuda else "fp32")
+    dtype = args.dtype or ("bf16" if cuda or args.gpu_check else "fp32")
+    methods = (args.methods or ",".join(GPU_CHECK_METHODS if args.gpu_check else METHODS)).split(",")
     if args.n:
         shapes = [(args.n, args.d, args.v)]
     if args.quick:
-        shapes, args.steps = [(1024, 256, 8000)], 3
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(MMAP_THRESHOLD), PYTHONPATH=str(REPO))
+        shapes, args.steps = [(1024, 256, 8000)], min(args.steps, 3)
+    sweep_key = "quick" if args.quick else "gpu"
+    # Workers see the repo first, then whatever the caller's path holds (e.g. carried wheels).
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(MMAP_THRESHOLD),
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     env.pop("OMP_NUM_THREADS", None)  # use every core, as training would
 
     from rich.console import Console
@@ -266,22 +382,23 @@ def main() -> None:
     from plw.io import write_json_atomic
     console = Console(width=140)
     results = {"machine": machine(), "load_avg_start": os.getloadavg(), "dtype": dtype, "steps": args.steps, "mmap_threshold": MMAP_THRESHOLD,
-               "exactness_max_rel_err": exactness(), "shapes": []}
+               "gpu_check": args.gpu_check, "exactness_max_rel_err": exactness(), "shapes": []}
     console.print(f"exactness vs fp64 (max relative error): {results['exactness_max_rel_err']}")
     dev = torch.device("cuda" if cuda else "cpu")
+    # A --quick smoke run must not overwrite the recorded results.
+    name = f"loss_{'gpu' if cuda else 'cpu'}{'_quick' if args.quick else ''}.json"
+    out = Path(args.out) if args.out else REPO / "bench" / "results" / name
 
     def run_shape(n, d, v, dt, methods, steps, title=""):
         rows = {}
         for m in methods:
+            if m in CUDA_ONLY and not cuda:
+                rows[m] = {"method": m, "skipped": CUDA_ONLY[m]}
+                continue
             cmd = [sys.executable, __file__, "--worker", m, "--n", str(n), "--d", str(d), "--v", str(v),
                    "--dtype", dt, "--steps", str(steps)]
             with console.status(f"N={n} d={d} V={v} {dt}: {m}"):
-                r = subprocess.run(cmd, env=env, capture_output=True, text=True)
-            if r.returncode == 0:
-                rows[m] = json.loads(r.stdout.strip().splitlines()[-1])
-            else:
-                last = (r.stderr.strip().splitlines() or ["failed"])[-1]
-                rows[m] = {"method": m, "skipped": last[:300]}
+                rows[m] = {"method": m, **run_worker(cmd, env, args.worker_timeout)}
         base = rows.get("hf_naive", {})
         flops = 6 * n * d * v
         itemsize = 2 if dt == "bf16" else 4
@@ -325,17 +442,49 @@ def main() -> None:
                 "plw_chunk_rows": chunk_rows["plw"], "chunk_rows": chunk_rows, "grads_bytes": grads,
                 "methods": rows}
 
+    def run_sweep(shape):
+        n, d, v, dt = shape["n"], shape["d"], shape["v"], shape["dtype"]
+        cmd = [sys.executable, __file__, "--worker", "sweep", "--sweep", sweep_key, "--n", str(n),
+               "--d", str(d), "--v", str(v), "--dtype", dt, "--steps", str(min(args.steps, 3))]
+        with console.status(f"N={n} d={d} V={v} {dt}: chunk sweep"):
+            r = run_worker(cmd, env, args.worker_timeout)
+        if "rows" not in r:
+            shape["sweep"] = r
+            console.print(f"chunk sweep skipped: {r['skipped']}")
+            return
+        cce = shape["methods"].get("cce_exact", {}).get("time_s")
+        rows = sweep_rows(r["rows"], n, d, v, dt, dev, cce)
+        shape["sweep"] = {"rows": rows, "suggested": suggest_defaults(rows)}
+        from plw.loss.chunked import DEVICE_DEFAULTS
+        t = Table(title=f"chunk sweep N={n} d={d} V={v} {dt} (defaults now: {DEVICE_DEFAULTS[dev.type]})")
+        for col in ("strategy", "chunk", "rows C", "time s", "× default", "× CCE exact", "peak extra MiB",
+                    "× (grads+chunk)", "TFLOP/s"):
+            t.add_column(col)
+        for x in rows:
+            t.add_row(x["strategy"], str(x["chunk"]), str(x["chunk_rows"]), f"{x['time_s']:.4f}",
+                      f"{x.get('time_vs_default', float('nan')):.3f}", f"{x.get('time_vs_cce_exact', float('nan')):.3f}",
+                      f"{x['peak_extra_bytes'] / 2**20:.0f}", f"{x['mem_vs_ideal']:.3f}", f"{x['tflops']:.1f}")
+        console.print(t)
+        console.print(f"suggested (not applied): {shape['sweep']['suggested']}")
+
     for n, d, v in shapes:
-        results["shapes"].append(run_shape(n, d, v, dtype, args.methods.split(","), args.steps))
-    if not cuda and not args.quick and not args.n and not args.no_memcheck:
+        results["shapes"].append(run_shape(n, d, v, dtype, methods, args.steps))
+        if args.gpu_check:
+            run_sweep(results["shapes"][-1])
+        write_json_atomic(out, results)  # after every shape: a run stopped later keeps what it measured
+    if not cuda and not args.quick and not args.n and not args.no_memcheck and not args.gpu_check:
         # bf16 heads: the token-chunk engine's fp32 [V, d] accumulator vs the vocab-block strategy.
         n, d, v = MEMCHECK_SHAPE
         results["bf16_memcheck"] = run_shape(n, d, v, "bf16", MEMCHECK_METHODS, args.memcheck_steps,
                                              title="memory check: ")
+    if args.gpu_check:
+        results["targets"] = [t for shape in results["shapes"] for t in gpu_targets(shape)]
+        console.print("targets (ratio <= target; None = not measured):")
+        for t in results["targets"]:
+            verdict = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
+            value = "-" if t["value"] is None else f"{t['value']:.3f}"
+            console.print(f"  N={t['n']:<6} {t['method']:<17} {t['ratio']:<18} {value:>7} <= {t['target']}  {verdict}")
     results["load_avg_end"] = os.getloadavg()
-    # A --quick smoke run must not overwrite the recorded results.
-    name = f"loss_{'gpu' if cuda else 'cpu'}{'_quick' if args.quick else ''}.json"
-    out = Path(args.out) if args.out else REPO / "bench" / "results" / name
     write_json_atomic(out, results)
     console.print(f"wrote {out}")
 

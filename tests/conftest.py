@@ -33,3 +33,17 @@ def llama2_tokenizer_dir(shared: Path) -> Path:
     if not (path / "tokenizer.model").exists():
         pytest.skip("LLaMA-2 tokenizer not present in ../shared")
     return path
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `cuda` skip, at no cost, where torch sees no CUDA device (CI, the CPU machines)."""
+    cuda_items = [item for item in items if item.get_closest_marker("cuda")]
+    if not cuda_items:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (marker `cuda`; see bench/gpu_check.sh)")
+    for item in cuda_items:
+        item.add_marker(skip)

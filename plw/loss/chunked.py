@@ -20,9 +20,21 @@ import os
 
 import torch
 
-# Default memory budget for one chunk of fp32 logits (and its softcap factor) on CPU / CUDA.
-CPU_CHUNK_BYTES = int(os.environ.get("PLW_LOSS_CHUNK_MB_CPU", "64")) << 20
-CUDA_CHUNK_BYTES = int(os.environ.get("PLW_LOSS_CHUNK_MB_CUDA", "1024")) << 20
+# The engine's device defaults, in one table: what strategy="auto" means and the base budget (MiB) of
+# one chunk of fp32 logits (and its softcap factor). The CUDA row has never been measured: it is to be
+# set from the numbers of bench/gpu_check.sh (docs/benchmarks.md, "GPU check"). Env
+# PLW_LOSS_CHUNK_MB_CPU / PLW_LOSS_CHUNK_MB_CUDA override the budgets.
+DEVICE_DEFAULTS = {
+    "cpu": {"strategy": "token_chunks", "chunk_mb": 64},
+    "cuda": {"strategy": "token_chunks", "chunk_mb": 1024},  # provisional (unmeasured)
+}
+CPU_CHUNK_BYTES = int(os.environ.get("PLW_LOSS_CHUNK_MB_CPU", DEVICE_DEFAULTS["cpu"]["chunk_mb"])) << 20
+CUDA_CHUNK_BYTES = int(os.environ.get("PLW_LOSS_CHUNK_MB_CUDA", DEVICE_DEFAULTS["cuda"]["chunk_mb"])) << 20
+
+
+def default_strategy(device: torch.device) -> str:
+    """The strategy "auto" resolves to on `device` (CPU's for devices the table does not name)."""
+    return DEVICE_DEFAULTS.get(device.type, DEVICE_DEFAULTS["cpu"])["strategy"]
 
 
 def auto_chunk_size(n_rows: int, vocab: int, *, device: torch.device, dtype: torch.dtype,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .backends import external_per_token_loss
-from .chunked import ChunkedLinearCrossEntropy, auto_chunk_size
+from .chunked import ChunkedLinearCrossEntropy, auto_chunk_size, default_strategy
 from .common import LossOutput, Normalizer, denominator, nll_stats, shift_targets
 from .reference import check_options
 from .vocab_blocks import VocabBlockLinearCrossEntropy, auto_token_chunk
@@ -28,7 +28,8 @@ def linear_cross_entropy(hidden: torch.Tensor, lm_head_weight: torch.Tensor, lab
     are dropped before any matmul, so their NLL is not logged unless `track_masked_nll=True` (an extra
     forward-only pass over them). backend: "auto"/"torch" = the exact chunked engine; "cce" / "liger"
     = optional CUDA kernels (`pip install plw[gpu]`) giving per-token losses that are weighted here.
-    strategy (plain-PyTorch engine only): "auto" = "token_chunks" (6·N·d·V FLOPs; a bf16/fp16 head
+    strategy (plain-PyTorch engine only): "auto" = the device's default from `chunked.DEVICE_DEFAULTS`,
+    "token_chunks" on every device today; "token_chunks" = 6·N·d·V FLOPs (a bf16/fp16 head
     accumulates its gradient in an fp32 [V, d] buffer); "vocab_blocks" = two passes, logits recomputed
     per vocabulary block (8·N·d·V FLOPs), head gradient written once in its dtype, no [V, d] buffer.
     matmul_dtype: dtype of the two matmul operands, default hidden's. Mixed-precision training (fp32
@@ -77,6 +78,8 @@ def linear_cross_entropy(hidden: torch.Tensor, lm_head_weight: torch.Tensor, lab
     tracked = ((tg.weights == 0) & tg.valid).nonzero().squeeze(1) if track_masked_nll else keep[:0]
     grad_enabled = torch.is_grad_enabled()
 
+    if strategy == "auto":
+        strategy = default_strategy(hidden.device)
     if chunk_size == "auto" and strategy == "vocab_blocks":
         chunk = auto_token_chunk(max(rows.numel(), tracked.numel(), 1), V, device=hidden.device,
                                  dtype=mm_dtype)

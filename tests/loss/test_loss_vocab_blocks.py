@@ -184,6 +184,23 @@ def test_strategy_validation(lt):
     assert float(a.loss) == float(b.loss)
 
 
+def test_auto_strategy_follows_the_device_table(lt, monkeypatch):
+    """strategy="auto" is whatever DEVICE_DEFAULTS names for the device (the one place GPU numbers set)."""
+    import plw.loss.chunked as chunked_mod
+    from plw.loss.chunked import ChunkedLinearCrossEntropy
+    from plw.loss.vocab_blocks import VocabBlockLinearCrossEntropy
+
+    hidden, weight, labels, weights, comp = lt.batch(seed=30)
+    used = []
+    for cls in (ChunkedLinearCrossEntropy, VocabBlockLinearCrossEntropy):
+        monkeypatch.setattr(cls, "apply", lambda *a, _c=cls, _f=cls.apply: used.append(_c) or _f(*a))
+    linear_cross_entropy(hidden, weight, labels, weights)
+    monkeypatch.setitem(chunked_mod.DEVICE_DEFAULTS, "cpu", {"strategy": "vocab_blocks", "chunk_mb": 64})
+    linear_cross_entropy(hidden, weight, labels, weights)
+    assert used == [ChunkedLinearCrossEntropy, VocabBlockLinearCrossEntropy]
+    assert chunked_mod.default_strategy(torch.device("meta")) == "vocab_blocks"  # unnamed device: CPU's row
+
+
 @pytest.mark.parametrize("tile_bytes", [4 * 8 * 3, 1 << 40])  # 3-row tiles; one tile (as on a GPU)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
 def test_vocab_blocks_row_tiles(lt, monkeypatch, tile_bytes, dtype):
