@@ -25,6 +25,8 @@ ROUTERS = [
     "plw.serve.files",
     "plw.serve.jobs",
     "plw.serve.models",
+    "plw.serve.completions",
+    "plw.serve.dashboard",
 ]
 
 
@@ -45,6 +47,9 @@ def create_app(settings: Settings, *, routers: list[str] | None = None) -> FastA
         finally:
             if pool is not None:
                 pool.stop()
+            inference = getattr(app.state, "inference", None)  # plw.serve.completions' backend
+            if inference is not None:
+                inference.close()
             state.db.dispose()
 
     app = FastAPI(title="plw serve", version=__version__, lifespan=lifespan,

@@ -40,6 +40,15 @@ def serve(
     max_upload_mb: float = typer.Option(512, "--max-upload-mb", help="Largest accepted upload (413 above)."),
     lease_seconds: float = typer.Option(30, "--lease-seconds", help="A job whose worker has not renewed "
                                         "its lease for this long is taken over (after a crash)."),
+    inference_backend: str = typer.Option("local", "--inference-backend", help="What answers /v1/chat/"
+                                           "completions and /v1/completions: local (plw's engine, CPU or "
+                                           "one GPU) or vllm (needs vllm installed and a GPU)."),
+    inference_memory_mb: Optional[float] = typer.Option(None, "--inference-memory-mb", help="Model weights "
+                                                        "kept loaded for inference; the least recently used "
+                                                        "model is unloaded beyond it. Default: no limit."),
+    max_batch_size: int = typer.Option(32, "--max-batch-size", help="Sequences one model generates at once."),
+    request_timeout: float = typer.Option(300, "--request-timeout", help="Seconds an inference request may "
+                                          "take, queueing included (then 408)."),
     log_level: str = typer.Option("warning", "--log-level", help="uvicorn's log level."),
 ) -> None:
     """Run the fine-tuning service: OpenAI's fine-tuning API with a prompt loss weight.
@@ -47,6 +56,8 @@ def serve(
     Files, fine_tuning.jobs and models under /v1; `prompt_loss_weight` (a number in [0, 1] or "auto") goes in a job's hyperparameters.
 
     Every request needs `Authorization: Bearer KEY` with a key from `plw keys create`. Jobs are `plw train` runs under --data-dir/jobs and resume after a restart. See docs/serve.md.
+
+    Base and fine-tuned models answer /v1/chat/completions and /v1/completions (concurrent requests batched); the dashboard at / shows a project's jobs, loss curves and a playground. See docs/serve-inference.md.
     """  # the help reflows each paragraph only if it is one line
     import uvicorn
 
@@ -56,6 +67,18 @@ def serve(
 
     if max_upload_mb <= 0:
         raise PLWError("must be > 0", field="--max-upload-mb")
+    if inference_memory_mb is not None and inference_memory_mb <= 0:
+        raise PLWError("must be > 0", field="--inference-memory-mb")
+    if max_batch_size < 1:
+        raise PLWError("must be >= 1", field="--max-batch-size")
+    if request_timeout <= 0:
+        raise PLWError("must be > 0", field="--request-timeout")
+    if inference_backend == "vllm":
+        from plw.serve.inference.vllm_backend import vllm_available
+
+        if not vllm_available():
+            raise PLWError("vllm is not installed (pip install vllm, on a machine with a GPU)",
+                           field="--inference-backend")
     if lease_seconds < 2:
         raise PLWError("must be >= 2", field="--lease-seconds")
     models = {m.name: m for m in map(parse_base_model, base_model)}
@@ -63,7 +86,9 @@ def serve(
         if (m.source.startswith(("/", ".", "~")) or m.source.endswith(".gguf")) and not Path(m.source).expanduser().exists():
             raise PLWError("no such file or directory", file=m.source, field="--base-model")
     settings = _settings(data_dir, db, workers=workers, backend=backend, base_models=models,
-                         max_upload_bytes=int(max_upload_mb * 1024 * 1024), lease_seconds=lease_seconds)
+                         max_upload_bytes=int(max_upload_mb * 1024 * 1024), lease_seconds=lease_seconds,
+                         inference_backend=inference_backend, inference_memory_mb=inference_memory_mb,
+                         inference_max_batch=max_batch_size, request_timeout=request_timeout)
     app = create_app(settings)
     typer.echo(f"plw serve on http://{host}:{port}/v1  (data: {settings.data_dir}, workers: {workers}, "
                f"backend: {backend})", err=True)

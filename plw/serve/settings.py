@@ -49,11 +49,18 @@ class Settings:
     lease_seconds: float = 30.0            # a job whose lease is this old is another worker's to take
     poll_seconds: float = 0.5              # how often a worker looks at the DB and the running job
     run_workers: bool = True               # False: API only (another replica or process trains)
+    # inference (/v1/chat/completions, /v1/completions; plw.serve.completions)
+    inference_backend: str = "local"       # local (plw's engine) | vllm
+    inference_memory_mb: float | None = None  # weights kept loaded (LRU beyond); None: no limit
+    inference_max_batch: int = 32          # rows generated together per model
+    request_timeout: float = 300.0         # seconds per inference request, queueing included
 
     def __post_init__(self):
         self.data_dir = Path(self.data_dir)
         if self.backend not in ("local", "ray"):
             raise PLWError(f"expected local or ray, got {self.backend!r}", field="--backend")
+        if self.inference_backend not in ("local", "vllm"):
+            raise PLWError(f"expected local or vllm, got {self.inference_backend!r}", field="--inference-backend")
         if self.workers < 0:
             raise PLWError("must be >= 0", field="--workers")
         self.base_models.setdefault(BUILTIN_TINY, BaseModel(BUILTIN_TINY, BUILTIN_TINY))
