@@ -45,8 +45,8 @@ ABI_TAGS = {"none", "abi3", "cp312"}
 TARGET_ENV = {"python_version": "3.12", "python_full_version": "3.12.3", "sys_platform": "linux",
               "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
               "implementation_name": "cpython", "platform_python_implementation": "CPython", "extra": ""}
-# plw requirements that only plw.eval imports: the GPU machine may lack them
-NOT_ON_THE_PATH = {"lm-eval", "rouge-score"}
+# plw requirements that only plw.eval or plw.serve import: the GPU machine may lack them
+NOT_ON_THE_PATH = {"lm-eval", "rouge-score", "fastapi", "uvicorn", "sqlalchemy", "python-multipart"}
 DRY_TRAIN_ROWS = "trl_completion_only,plw_0,trl_completion_only_liger,plw_0_liger"
 IMPORTS = ["plw.loss", "plw.train.trainer", "trl", "datasets", "pydantic", "liger_kernel",
            "cut_cross_entropy", "plw.integrations.trl"]

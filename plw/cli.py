@@ -48,9 +48,10 @@ def _register_all() -> None:
     from plw.eval import commands as eval_commands
     from plw.experiment import commands as experiment_commands
     from plw.analysis import commands as analysis_commands
+    from plw.serve import commands as serve_commands
 
     for module in (data_commands, train_commands, eval_commands, experiment_commands,
-                   analysis_commands):
+                   analysis_commands, serve_commands):
         module.register(app)
 
 

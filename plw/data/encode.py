@@ -14,7 +14,8 @@ character offsets:
   fallback before the byte that carries the span) belongs to the side its position is on;
 - chat: text inside an assistant turn's span is completion (weight `role_weights["assistant"]`,
   default 1); every other role's span weighs `role_weights.get(role, PLW)`; headers and other
-  scaffolding weigh PLW. With `last_turn_only`, earlier assistant turns are prompt (PLW).
+  scaffolding weigh PLW. With `last_turn_only`, earlier assistant turns are prompt (PLW); so is
+  an assistant turn with OpenAI's per-message `weight: 0`.
   A token covering text of several weights takes the largest.
 
 Weights are aligned to `input_ids` and NOT shifted: the loss shifts. `labels` equal
@@ -151,7 +152,8 @@ class _Encoder:
         char_c = [0] * n
         for start, end, i in spans:
             role = msgs[i]["role"]
-            if role == "assistant" and (not self.last_turn_only or i == assistant[-1]):
+            trained = msgs[i].get("weight", 1) != 0  # OpenAI's per-message weight 0: context only
+            if role == "assistant" and trained and (not self.last_turn_only or i == assistant[-1]):
                 w, c = float(self.role_weights.get("assistant", 1.0)), 1
             elif role == "assistant":
                 w, c = self.prompt_loss_weight, 0

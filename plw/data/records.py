@@ -452,11 +452,27 @@ def _messages(obj: dict, file: str, line: int) -> tuple[dict, ...]:
             raise PLWError(f"expected a string, got {_type_name(content)}", file=file, line=line,
                            field=f"{where}.content")
         _check_unicode(content, file, line, f"{where}.content")
-        out.append({"role": role, "content": content})
+        out.append({"role": role, "content": content, **_message_weight(m, role, file, line, where)})
     assistant = [i for i, m in enumerate(out) if m["role"] == "assistant"]
     if not assistant:
         raise PLWError("no assistant turn", file=file, line=line, field="messages")
+    if all(out[i].get("weight") == 0 for i in assistant):
+        raise PLWError("every assistant turn has weight 0: nothing to train on", file=file, line=line,
+                       field="messages")
     return tuple(out)
+
+
+def _message_weight(m: dict, role: str, file: str, line: int, where: str) -> dict:
+    """OpenAI's chat format: `weight` 0 on an assistant turn means "do not train on it" (it is then
+    context, weighted like the prompt); 1 (the default) trains on it. Kept only when 0."""
+    if "weight" not in m:
+        return {}
+    w = m["weight"]
+    if role != "assistant":
+        raise PLWError("weight is allowed on assistant messages only", file=file, line=line, field=f"{where}.weight")
+    if isinstance(w, bool) or w not in (0, 1):
+        raise PLWError(f"expected 0 or 1, got {w!r}", file=file, line=line, field=f"{where}.weight")
+    return {"weight": 0} if w == 0 else {}
 
 
 def parse_columns(specs: Iterable[str]) -> dict:

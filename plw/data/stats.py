@@ -32,8 +32,10 @@ def field_texts(record: Record) -> tuple[list[str], list[str], list[str]]:
         return [record.instruction], [record.input], [record.output]
     if fmt == "raw":
         return [record.prompt], [], [record.completion]
-    prompt = [m["content"] for m in record.messages if m["role"] != "assistant"]
-    completion = [m["content"] for m in record.messages if m["role"] == "assistant"]
+    # An assistant turn with weight 0 (OpenAI's chat format) is context, not completion.
+    trained = [m["role"] == "assistant" and m.get("weight", 1) != 0 for m in record.messages]
+    prompt = [m["content"] for m, t in zip(record.messages, trained) if not t]
+    completion = [m["content"] for m, t in zip(record.messages, trained) if t]
     return prompt, [], completion
 
 

@@ -107,6 +107,8 @@ class TrainConfig(_Strict):
     template: Literal["auto", "alpaca", "raw", "chat"] = "auto"
     max_length: int = Field(512, ge=8)
     val_fraction: float = Field(0.05, ge=0, lt=1)
+    # Validation records from their own source (then val_fraction is not used and all of `data` trains).
+    validation_data: str | None = None
     max_val_examples: int = Field(512, ge=1)
     tiny: TinySettings = TinySettings()
     # chat data: a weight per role (e.g. {system: 0, user: 0.1}; unlisted roles weigh the PLW, the

@@ -241,8 +241,14 @@ def _prepare_data(config: TrainConfig, setup: _SetUp) -> _Data:
 
     records = load_records(config.data, format=config.data_format, columns=config.data_columns or None,
                            split=config.data_split, skip_invalid=config.skip_invalid)
-    train_records, val_records = split_records(records, config.val_fraction, config.max_val_examples,
-                                               config.seed)
+    if config.validation_data:
+        train_records = records
+        val_records = load_records(config.validation_data, format=config.data_format,
+                                   columns=config.data_columns or None, split=config.data_split,
+                                   skip_invalid=config.skip_invalid)[:config.max_val_examples]
+    else:
+        train_records, val_records = split_records(records, config.val_fraction, config.max_val_examples,
+                                                   config.seed)
     tokenizer = _load_tokenizer(config, train_records, setup.out)
     train_rows, train_report = _tokenize(train_records, tokenizer, config)
     val_rows, val_report = _tokenize(val_records, tokenizer, config) if val_records else ([], None)

@@ -1,0 +1,33 @@
+"""`plw keys create` and `plw serve`'s bad-input cases (one-line errors, exit 2, nothing started)."""
+
+from __future__ import annotations
+
+from plw.cli import main
+from plw.serve.auth import hash_key
+from plw.serve.db import ApiKey, Database
+
+
+def test_keys_create_prints_the_key_alone_and_stores_its_hash(tmp_path, capsys):
+    assert main(["keys", "create", "--data-dir", str(tmp_path), "--project", "acme"]) == 0
+    key = capsys.readouterr().out
+    assert key.endswith("\n") and key.count("\n") == 1 and key.startswith("plw-")
+    db = Database(f"sqlite:///{tmp_path / 'plw.db'}")
+    with db.session() as s:
+        rows = s.query(ApiKey).all()
+    db.dispose()
+    assert [r.sha256 for r in rows] == [hash_key(key.strip())]
+    assert key.strip() not in (tmp_path / "plw.db").read_bytes().decode("latin-1")
+
+
+def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
+    cases = [
+        (["keys", "create", "--data-dir", str(tmp_path / "k"), "--project", "no spaces"], "--project"),
+        (["serve", "--data-dir", str(tmp_path / "s"), "--backend", "slurm"], "--backend"),
+        (["serve", "--data-dir", str(tmp_path / "s"), "--base-model", f"m={tmp_path}/missing.gguf"], "missing.gguf"),
+        (["serve", "--data-dir", str(tmp_path / "s"), "--lease-seconds", "0"], "--lease-seconds"),
+    ]
+    for argv, named in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and named in err and "\n" not in err, err
+    assert not (tmp_path / "k").exists() and not (tmp_path / "s").exists()
