@@ -26,7 +26,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 
@@ -77,8 +77,13 @@ def _lookup(state: ServeState, digest: str) -> tuple[str, str] | None:
     return (row[0], row[1]) if row else None
 
 
+async def _state(request: Request) -> ServeState:
+    # async: FastAPI runs a sync dependency such as get_state in a thread (a GIL hand-off per request)
+    return get_state(request)
+
+
 async def current_caller(creds: HTTPAuthorizationCredentials | None = Depends(_bearer),
-                         state: ServeState = Depends(get_state)) -> Caller:
+                         state: ServeState = Depends(_state)) -> Caller:
     from starlette.concurrency import run_in_threadpool
 
     if creds is None or not creds.credentials:

@@ -53,9 +53,9 @@ async def home(request: Request):
     caller = await _caller(request)
     if caller is None:
         return _signin(request)
-    from plw.serve.jobs import list_jobs
+    from plw.serve.jobs import jobs_page
 
-    jobs = (await run_in_threadpool(list_jobs, after=None, limit=100, caller=caller)).data
+    jobs = (await run_in_threadpool(jobs_page, caller, None, 100)).data
     return templates.TemplateResponse(request, "jobs.html", {"caller": caller, "jobs": jobs})
 
 
@@ -77,14 +77,14 @@ def signout():
 
 
 def _job_page(request: Request, caller: Caller, job_id: str, **extra) -> HTMLResponse:
-    from plw.serve.jobs import job_metrics, list_checkpoints, list_events, retrieve
+    from plw.serve.jobs import events_page, job_metrics, job_view, list_checkpoints
 
     try:
-        job = retrieve(job_id, caller)
+        job = job_view(caller, job_id)
     except APIError as err:
         return templates.TemplateResponse(request, "missing.html", {"caller": caller, "message": err.message},
                                           status_code=err.status)
-    events = list(reversed(list_events(job_id, after=None, limit=1000, caller=caller).data))
+    events = list(reversed(events_page(caller, job_id, None, 1000).data))
     checkpoints = list_checkpoints(job_id, after=None, limit=100, caller=caller).data
     chart = loss_chart(job_metrics(caller.state, job_id))
     return templates.TemplateResponse(request, "job.html", {
@@ -103,14 +103,14 @@ async def job_page(job_id: str, request: Request):
 async def playground(job_id: str, request: Request, message: str = Form("")):
     """One chat message to the job's fine-tuned model, answered on the job's page."""
     from plw.serve.completions import ChatRequest, chat_completions
-    from plw.serve.jobs import retrieve
+    from plw.serve.jobs import job_view
 
     caller = await _caller(request)
     if caller is None:
         return RedirectResponse("/", status_code=303)
     answer, error = None, None
     try:
-        model = (await run_in_threadpool(retrieve, job_id, caller)).fine_tuned_model
+        model = (await run_in_threadpool(job_view, caller, job_id)).fine_tuned_model
         if not model:
             raise APIError(400, "this job has no fine-tuned model yet")
         if not message.strip():

@@ -15,6 +15,7 @@ from typing import Literal, Optional
 
 from fastapi import APIRouter, Depends, File as FormFile, Form, Query, UploadFile
 from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from sqlalchemy import select
 
@@ -70,10 +71,7 @@ def upload_file(file: UploadFile = FormFile(...), purpose: Literal["fine-tune"] 
     return file_object(row)
 
 
-@router.get("/files", response_model=ListPage[FileObject])
-def list_files(after: Optional[str] = Query(None, max_length=64), limit: int = Query(10000),
-               order: str = Query("desc", pattern="^(asc|desc)$"), purpose: Optional[str] = Query(None),
-               caller: Caller = Depends(current_caller)) -> ListPage[FileObject]:
+def files_page(caller: Caller, after: str | None, limit: int, order: str, purpose: str | None) -> ListPage[FileObject]:
     query = select(File).where(File.project_id == caller.project_id)
     if purpose:
         query = query.where(File.purpose == purpose)
@@ -85,9 +83,19 @@ def list_files(after: Optional[str] = Query(None, max_length=64), limit: int = Q
                                 last_id=data[-1].id if data else None)
 
 
+# Read routes are async with one explicit thread hop for the database: FastAPI would run a sync
+# route, and then its response validation, each in a thread of its own (GIL hand-offs under load).
+
+@router.get("/files", response_model=ListPage[FileObject])
+async def list_files(after: Optional[str] = Query(None, max_length=64), limit: int = Query(10000),
+                     order: str = Query("desc", pattern="^(asc|desc)$"), purpose: Optional[str] = Query(None),
+                     caller: Caller = Depends(current_caller)) -> ListPage[FileObject]:
+    return await run_in_threadpool(files_page, caller, after, limit, order, purpose)
+
+
 @router.get("/files/{file_id}", response_model=FileObject)
-def retrieve_file(file_id: str, caller: Caller = Depends(current_caller)) -> FileObject:
-    return file_object(get_file(caller, file_id))
+async def retrieve_file(file_id: str, caller: Caller = Depends(current_caller)) -> FileObject:
+    return file_object(await run_in_threadpool(get_file, caller, file_id))
 
 
 @router.get("/files/{file_id}/content", response_class=FileResponse,

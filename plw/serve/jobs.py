@@ -17,6 +17,7 @@ from typing import Optional
 from fastapi import APIRouter, Depends, Query
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from plw.serve.auth import Caller, current_caller
 from plw.serve.db import Checkpoint, Event, Job, new_id, now
@@ -129,6 +130,11 @@ def job_object(job: Job, project_name: str) -> FineTuningJob:
         method=JobMethod(supervised={"hyperparameters": hp}))
 
 
+def job_view(caller: Caller, job_id: str) -> FineTuningJob:
+    """The caller's job `job_id` in OpenAI's shape, or 404."""
+    return job_object(get_job(caller, job_id), caller.project_name)
+
+
 def get_job(caller: Caller, job_id: str) -> Job:
     with caller.state.db.session() as s:
         job = s.get(Job, job_id)
@@ -144,9 +150,7 @@ def create(body: JobCreate, caller: Caller = Depends(current_caller)) -> FineTun
     return job_object(create_job(caller, body), caller.project_name)
 
 
-@router.get("/fine_tuning/jobs", response_model=ListPage[FineTuningJob])
-def list_jobs(after: Optional[str] = Query(None, max_length=64), limit: int = Query(20),
-              caller: Caller = Depends(current_caller)) -> ListPage[FineTuningJob]:
+def jobs_page(caller: Caller, after: str | None, limit: int) -> ListPage[FineTuningJob]:
     query = select(Job).where(Job.project_id == caller.project_id)
     with caller.state.db.session() as s:
         rows, more = cursor_page(s, query, Job, Job.created_ns, after=after, limit=limit,
@@ -154,9 +158,18 @@ def list_jobs(after: Optional[str] = Query(None, max_length=64), limit: int = Qu
     return ListPage[FineTuningJob](data=[job_object(j, caller.project_name) for j in rows], has_more=more)
 
 
+# Read routes are async with one explicit thread hop for the database: FastAPI would run a sync
+# route, and then its response validation, each in a thread of its own (GIL hand-offs under load).
+
+@router.get("/fine_tuning/jobs", response_model=ListPage[FineTuningJob])
+async def list_jobs(after: Optional[str] = Query(None, max_length=64), limit: int = Query(20),
+                    caller: Caller = Depends(current_caller)) -> ListPage[FineTuningJob]:
+    return await run_in_threadpool(jobs_page, caller, after, limit)
+
+
 @router.get("/fine_tuning/jobs/{fine_tuning_job_id}", response_model=FineTuningJob)
-def retrieve(fine_tuning_job_id: str, caller: Caller = Depends(current_caller)) -> FineTuningJob:
-    return job_object(get_job(caller, fine_tuning_job_id), caller.project_name)
+async def retrieve(fine_tuning_job_id: str, caller: Caller = Depends(current_caller)) -> FineTuningJob:
+    return await run_in_threadpool(job_view, caller, fine_tuning_job_id)
 
 
 @router.post("/fine_tuning/jobs/{fine_tuning_job_id}/cancel", response_model=FineTuningJob)
@@ -174,15 +187,19 @@ def cancel(fine_tuning_job_id: str, caller: Caller = Depends(current_caller)) ->
     return job_object(get_job(caller, job.id), caller.project_name)
 
 
-@router.get("/fine_tuning/jobs/{fine_tuning_job_id}/events", response_model=ListPage[JobEvent])
-def list_events(fine_tuning_job_id: str, after: Optional[str] = Query(None, max_length=64),
-                limit: int = Query(20), caller: Caller = Depends(current_caller)) -> ListPage[JobEvent]:
-    job = get_job(caller, fine_tuning_job_id)
+def events_page(caller: Caller, job_id: str, after: str | None, limit: int) -> ListPage[JobEvent]:
+    job = get_job(caller, job_id)
     with caller.state.db.session() as s:
         rows, more = cursor_page(s, select(Event).where(Event.job_id == job.id), Event, Event.seq,
                                  after=after, limit=limit, after_scope=Event.job_id == job.id)
     return ListPage[JobEvent](data=[JobEvent(id=e.id, created_at=e.created_at, level=e.level, message=e.message,
                                              type=e.type, data=e.data) for e in rows], has_more=more)
+
+
+@router.get("/fine_tuning/jobs/{fine_tuning_job_id}/events", response_model=ListPage[JobEvent])
+async def list_events(fine_tuning_job_id: str, after: Optional[str] = Query(None, max_length=64),
+                      limit: int = Query(20), caller: Caller = Depends(current_caller)) -> ListPage[JobEvent]:
+    return await run_in_threadpool(events_page, caller, fine_tuning_job_id, after, limit)
 
 
 @router.get("/fine_tuning/jobs/{fine_tuning_job_id}/checkpoints", response_model=ListPage[JobCheckpoint])

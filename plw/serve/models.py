@@ -22,6 +22,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, Depends
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 
 from plw.serve.auth import Caller, current_caller
 from plw.serve.db import FineTunedModel
@@ -65,14 +66,19 @@ def _ft_object(row: FineTunedModel, owner: str) -> ModelObject:
     return ModelObject(id=row.id, created=row.created_at, owned_by=owner)
 
 
-@router.get("/models", response_model=ListPage[ModelObject])
-def list_models(caller: Caller = Depends(current_caller)) -> ListPage[ModelObject]:
+def models_page(caller: Caller) -> ListPage[ModelObject]:
     data = [_base_object(n) for n in caller.state.settings.base_models]
     with caller.state.db.session() as s:
         rows = s.scalars(select(FineTunedModel).where(FineTunedModel.project_id == caller.project_id)
                          .order_by(FineTunedModel.created_at))
         data += [_ft_object(r, caller.project_name) for r in rows]
     return ListPage[ModelObject](data=data)
+
+
+@router.get("/models", response_model=ListPage[ModelObject])
+async def list_models(caller: Caller = Depends(current_caller)) -> ListPage[ModelObject]:
+    # async with one explicit thread hop: a sync route costs FastAPI three (see plw.serve.files)
+    return await run_in_threadpool(models_page, caller)
 
 
 @router.get("/models/{model_id:path}", response_model=ModelObject)
