@@ -212,22 +212,8 @@ async def chat_completions(body: ChatRequest, request: Request, caller: Caller =
         for i in range(body.n):
             yield _sse({**chunk, "choices": [{"index": i, "delta": {"role": "assistant", "content": ""},
                                               "finish_reason": None, "logprobs": None}]})
-        async for event in _events(events, first):
-            if event[0] == "delta":
-                _, i, text, reason = event
-                if text:
-                    yield _sse({**chunk, "choices": [{"index": i, "delta": {"content": text},
-                                                      "finish_reason": None, "logprobs": None}]})
-                if reason:
-                    yield _sse({**chunk, "choices": [{"index": i, "delta": {}, "finish_reason": reason,
-                                                      "logprobs": None}]})
-            elif event[0] == "done":
-                if _usage_wanted(body):
-                    yield _sse({**chunk, "choices": [], "usage": event[1]})
-            else:
-                yield _error_sse(event[1])
-                return
-        yield "data: [DONE]\n\n"
+        async for line in _stream(events, first, chunk, body, _chat_deltas):
+            yield line
 
     return StreamingResponse(sse(), media_type="text/event-stream")
 
@@ -268,18 +254,34 @@ async def completions(body: CompletionRequest, request: Request, caller: Caller 
             for i in range(body.n):
                 yield _sse({**chunk, "choices": [{"index": i, "text": prompts[0], "finish_reason": None,
                                                   "logprobs": None}]})
-        async for event in _events(events, first):
-            if event[0] == "delta":
-                _, i, text, reason = event
-                if text or reason:
-                    yield _sse({**chunk, "choices": [{"index": i, "text": text, "finish_reason": reason,
-                                                      "logprobs": None}]})
-            elif event[0] == "done":
-                if _usage_wanted(body):
-                    yield _sse({**chunk, "choices": [], "usage": event[1]})
-            else:
-                yield _error_sse(event[1])
-                return
-        yield "data: [DONE]\n\n"
+        async for line in _stream(events, first, chunk, body, _text_deltas):
+            yield line
 
     return StreamingResponse(sse(), media_type="text/event-stream")
+
+
+async def _stream(events, first, chunk: dict, body, deltas) -> AsyncIterator[str]:
+    """The SSE lines of one generation: `deltas(index, text, finish_reason)` gives the choices of a
+    piece of text; usage when asked for; an error ends the stream without [DONE], as OpenAI's does."""
+    async for event in _events(events, first):
+        if event[0] == "delta":
+            for choice in deltas(*event[1:]):
+                yield _sse({**chunk, "choices": [choice]})
+        elif event[0] == "done":
+            if _usage_wanted(body):
+                yield _sse({**chunk, "choices": [], "usage": event[1]})
+        else:
+            yield _error_sse(event[1])
+            return
+    yield "data: [DONE]\n\n"
+
+
+def _chat_deltas(i: int, text: str, reason: str | None) -> list[dict]:
+    out = [{"index": i, "delta": {"content": text}, "finish_reason": None, "logprobs": None}] if text else []
+    if reason:
+        out.append({"index": i, "delta": {}, "finish_reason": reason, "logprobs": None})
+    return out
+
+
+def _text_deltas(i: int, text: str, reason: str | None) -> list[dict]:
+    return [{"index": i, "text": text, "finish_reason": reason, "logprobs": None}] if text or reason else []
