@@ -8,8 +8,10 @@ Each client sends chat requests (instructions from ../shared/data/instructions, 
 chat template, greedy, `max_tokens` tokens) one after another; the clients run concurrently on
 one engine, whose continuous batcher generates everything in flight in one batch. The baseline is
 one client: one request at a time through the same engine. Throughput = completion tokens /
-wall time of the level, and / process CPU time (the stable figure on a shared, loaded CPU). torch runs `--threads` threads (default 1: on a shared CPU more threads
-spin against other jobs). Results: bench/results/serve_inference[_quick].json.
+wall time of the level, and / process CPU time (the stable figure on a shared, loaded CPU). torch
+runs torch's default thread count, as `plw serve` does (`--threads N` to pin it; on a CPU shared
+with other jobs 1 thread avoids spinning against them). Results:
+bench/results/serve_inference[_quick].json.
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clients", default="1,8,32")
     ap.add_argument("--requests", type=int, default=16, help="requests per level (at least one per client)")
     ap.add_argument("--max-tokens", type=int, default=128)
-    ap.add_argument("--threads", type=int, default=int(os.environ.get("BENCH_THREADS", "1")))
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, as plw serve)")
     ap.add_argument("--quick", action="store_true", help="8 requests of 16 tokens per level")
     ap.add_argument("-o", "--output", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -85,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from plw.serve.inference import InferenceEngine
 
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.threads = torch.get_num_threads()
     engine = InferenceEngine(max_batch_size=64)
     t = time.perf_counter()
     engine.model(args.model)

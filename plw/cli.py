@@ -6,6 +6,7 @@ Command modules import heavy libraries (torch, transformers) inside the command 
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 
@@ -55,7 +56,23 @@ def _register_all() -> None:
         module.register(app)
 
 
+def _reflow(text: str) -> str:
+    """One line per paragraph: rich help keeps a docstring's line breaks, so a paragraph wrapped at
+    100 columns in the source would print as ragged lines at 80."""
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in paragraphs)
+
+
+def _reflow_help(typer_app: typer.Typer) -> None:
+    for command in typer_app.registered_commands:
+        if command.help is None and command.callback is not None and command.callback.__doc__:
+            command.help = _reflow(command.callback.__doc__)
+    for group in typer_app.registered_groups:
+        _reflow_help(group.typer_instance)
+
+
 _register_all()
+_reflow_help(app)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,6 +32,8 @@ def serve(
                                                         "e.g. postgresql+psycopg://user@host/plw. "
                                                         "Default: SQLite in --data-dir."),
     workers: int = typer.Option(1, "--workers", help="Jobs trained at once by this server (0: API only)."),
+    job_threads: Optional[int] = typer.Option(None, "--job-threads", help="torch threads per training job. "
+                                              "Default: the cores divided among --workers (at least 1)."),
     backend: str = typer.Option("local", "--backend", help="local (subprocesses here) or ray (Ray tasks; "
                                                            "set RAY_ADDRESS to join a cluster)."),
     base_model: list[str] = typer.Option([], "--base-model", help="A base model clients may fine-tune: "
@@ -58,7 +60,7 @@ def serve(
     Every request needs `Authorization: Bearer KEY` with a key from `plw keys create`. Jobs are `plw train` runs under --data-dir/jobs and resume after a restart. See docs/serve.md.
 
     Base and fine-tuned models answer /v1/chat/completions and /v1/completions (concurrent requests batched); the dashboard at / shows a project's jobs, loss curves and a playground. See docs/serve-inference.md.
-    """  # the help reflows each paragraph only if it is one line
+    """
     import uvicorn
 
     from plw.errors import PLWError
@@ -79,13 +81,16 @@ def serve(
         if not vllm_available():
             raise PLWError("vllm is not installed (pip install vllm, on a machine with a GPU)",
                            field="--inference-backend")
+    if job_threads is not None and job_threads < 1:
+        raise PLWError("must be >= 1", field="--job-threads")
     if lease_seconds < 2:
         raise PLWError("must be >= 2", field="--lease-seconds")
     models = {m.name: m for m in map(parse_base_model, base_model)}
     for m in models.values():
         if (m.source.startswith(("/", ".", "~")) or m.source.endswith(".gguf")) and not Path(m.source).expanduser().exists():
             raise PLWError("no such file or directory", file=m.source, field="--base-model")
-    settings = _settings(data_dir, db, workers=workers, backend=backend, base_models=models,
+    settings = _settings(data_dir, db, workers=workers, job_threads=job_threads, backend=backend,
+                         base_models=models,
                          max_upload_bytes=int(max_upload_mb * 1024 * 1024), lease_seconds=lease_seconds,
                          inference_backend=inference_backend, inference_memory_mb=inference_memory_mb,
                          inference_max_batch=max_batch_size, request_timeout=request_timeout)

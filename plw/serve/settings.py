@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,7 @@ class Settings:
     lease_seconds: float = 30.0            # a job whose lease is this old is another worker's to take
     poll_seconds: float = 0.5              # how often a worker looks at the DB and the running job
     run_workers: bool = True               # False: API only (another replica or process trains)
+    job_threads: int | None = None         # torch threads per training job; None: cores / workers
     # inference (/v1/chat/completions, /v1/completions; plw.serve.completions)
     inference_backend: str = "local"       # local (plw's engine) | vllm
     inference_memory_mb: float | None = None  # weights kept loaded (LRU beyond); None: no limit
@@ -64,6 +66,14 @@ class Settings:
         if self.workers < 0:
             raise PLWError("must be >= 0", field="--workers")
         self.base_models.setdefault(BUILTIN_TINY, BaseModel(BUILTIN_TINY, BUILTIN_TINY))
+
+    @property
+    def threads_per_job(self) -> int:
+        """Each job's share of the cores: jobs that together ask for more threads than there are
+        cores spin against each other and against the API (OpenMP waits by spinning)."""
+        if self.job_threads:
+            return self.job_threads
+        return max(1, (os.cpu_count() or 1) // max(1, self.workers))
 
     @property
     def database_url(self) -> str:

@@ -152,6 +152,15 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         pass
 
 
+def job_env(settings: Settings) -> dict[str, str]:
+    """The training subprocess's environment: its share of the cores as its thread count, unless
+    the operator set OMP_NUM_THREADS for every process."""
+    env = dict(os.environ)
+    if "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = str(settings.threads_per_job)
+    return env
+
+
 class JobRun:
     """One attempt at running a claimed job to its end (or until cancelled, lost or stopped)."""
 
@@ -189,7 +198,8 @@ class JobRun:
         logf = open(self.job_dir / "train.log", "ab")
         cmd = [sys.executable, "-m", "plw.cli", "train", str(self.job_dir / "config.yaml"), "--no-progress"]
         proc = subprocess.Popen(cmd, cwd=self.job_dir, stdout=logf, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+                                stdin=subprocess.DEVNULL, env=job_env(self.settings),
+                                preexec_fn=_die_with_parent)
         renewed = time.monotonic()
         try:
             while True:

@@ -40,3 +40,26 @@ def test_bad_flag_is_a_usage_error_not_a_traceback(capsys):
     assert main(["stats", "--no-such-flag"]) == 2
     err = capsys.readouterr().err
     assert "No such option: --no-such-flag" in err and "Traceback" not in err
+
+
+def _commands(typer_app, prefix=()):
+    for command in typer_app.registered_commands:
+        yield prefix + (command.name or command.callback.__name__,), command
+    for group in typer_app.registered_groups:
+        yield from _commands(group.typer_instance, prefix + (group.name,))
+
+
+def test_command_help_wraps_as_paragraphs_at_80_columns(capsys, monkeypatch):
+    """A docstring's source line breaks would print as ragged lines: each paragraph is one line,
+    and rich wraps it to the terminal."""
+    from plw.cli import app
+
+    monkeypatch.setenv("COLUMNS", "80")
+    for path, command in _commands(app):
+        for paragraph in (command.help or "").split("\n\n"):
+            assert "\n" not in paragraph, (path, paragraph)
+    assert main(["train", "--help"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    start = next(i for i, line in enumerate(lines) if "Writes config.yaml" in line)
+    assert len(lines[start].rstrip()) > 60 and len(lines[start + 1].rstrip()) > 60

@@ -31,3 +31,24 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and named in err and "\n" not in err, err
     assert not (tmp_path / "k").exists() and not (tmp_path / "s").exists()
+
+
+def test_training_jobs_get_their_share_of_the_cores(tmp_path, monkeypatch):
+    from plw.serve.settings import Settings
+    from plw.serve.worker import job_env
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert job_env(Settings(data_dir=tmp_path, workers=4))["OMP_NUM_THREADS"] == "2"
+    assert job_env(Settings(data_dir=tmp_path, workers=16))["OMP_NUM_THREADS"] == "1"
+    assert job_env(Settings(data_dir=tmp_path, workers=0))["OMP_NUM_THREADS"] == "8"
+    assert job_env(Settings(data_dir=tmp_path, workers=4, job_threads=3))["OMP_NUM_THREADS"] == "3"
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")  # the operator's setting wins
+    assert job_env(Settings(data_dir=tmp_path, workers=4))["OMP_NUM_THREADS"] == "5"
+
+
+def test_job_threads_must_be_positive(tmp_path, capsys):
+    rc = main(["serve", "--data-dir", str(tmp_path / "d"), "--job-threads", "0"])
+    assert rc == 2
+    assert "--job-threads" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
