@@ -25,6 +25,7 @@ def eval_command(
                                             help="Local benchmark files (default ../shared/data/bench)."),
     all_metrics: bool = typer.Option(False, "--all-metrics", help="Report every metric of every task."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the rows as JSON here."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show lm-eval's progress bars."),
 ) -> None:
     """Evaluate a causal LM on lm-evaluation-harness tasks; prints one row per benchmark.
 
@@ -48,7 +49,7 @@ def eval_command(
     if limit is not None and limit >= 1:
         limit = int(limit)
     rows = evaluate(lm, tokenizer, specs, limit=limit, batch_size=batch_size, data_dir=data_dir,
-                    all_metrics=all_metrics)
+                    all_metrics=all_metrics, progress=progress)
     table = ui.table("benchmark", "metric", "score", "group")
     for r in rows:
         table.add_row(r["benchmark"], r["metric"], f"{r['score']:.4f}", r["group"])

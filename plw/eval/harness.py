@@ -168,13 +168,32 @@ def evaluate(model, tokenizer, suite: str | Sequence[str | TaskSpec] = "builtin"
                 task.set_config(key="num_fewshot", value=spec.num_fewshot or 0)
             task.set_fewshot_seed(seed=fewshot_seed)
 
-        with _eval_mode(model):  # HFLM itself switches the model to eval mode
+        with _eval_mode(model), _request_bars(progress):  # HFLM itself switches to eval mode
             lm_class = HFLM if progress else _quiet(HFLM)
             lm = lm_class(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
                           max_length=max_length)
             out = evaluator.evaluate(lm=lm, task_dict=loaded, limit=limit, bootstrap_iters=0,
                                      log_samples=False)
     return _rows(specs, loaded, out["results"], all_metrics)
+
+
+@contextlib.contextmanager
+def _request_bars(progress: bool):
+    """Building a task's requests shows a tqdm bar per task that no lm-eval argument turns off;
+    without progress, that module's tqdm is a disabled one for the duration of the call."""
+    if progress:
+        yield
+        return
+    import functools
+
+    from lm_eval.api import task as task_module
+
+    original = task_module.tqdm
+    task_module.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        task_module.tqdm = original
 
 
 def _quiet(hflm_class):

@@ -48,7 +48,7 @@ def execute(run: Run, run_dir: str | Path, *, data_source: str | None = None,
         records = list(result.train_records) + list(result.val_records or [])
         ratio = dataset_ratio(records, result.tokenizer)
         with _status(progress, f"evaluating on suite {run.eval['suite']!r}"):
-            bench_rows = evaluate_benchmarks(run, result.model, result.tokenizer, progress=progress)
+            bench_rows = evaluate_benchmarks(run, result.model, result.tokenizer)
         memo: dict = {}  # greedy generations shared by the length metric and the judge
         gen = generation_metrics(run, result.model, result.tokenizer, list(result.train_records),
                                  progress=progress, memo=memo)
@@ -123,13 +123,14 @@ def dataset_ratio(records, tokenizer) -> float:
 
 # ---- evaluation -----------------------------------------------------------------------
 
-def evaluate_benchmarks(run: Run, model, tokenizer, *, progress: bool = True) -> list[dict]:
+def evaluate_benchmarks(run: Run, model, tokenizer) -> list[dict]:
     from plw.eval import evaluate
 
     ev = run.eval
-    # With progress on, the runner shows a spinner; lm-eval's own bars would interleave with it.
+    # With progress on, the runner shows its own display (lm-eval's bars would interleave with
+    # it); with it off, no bar at all.
     rows = evaluate(model, tokenizer, ev["suite"], limit=ev["limit"], batch_size=ev["batch_size"],
-                    progress=not progress, **ev["options"])
+                    progress=False, **ev["options"])
     out = []
     for r in rows:
         out.append({"benchmark": str(r["benchmark"]), "metric": str(r["metric"]),

@@ -278,4 +278,5 @@ def test_progress_false_silences_lm_eval_bars_and_keeps_scores(eval_model, eval_
     err = capfd.readouterr().err
     assert "Running loglikelihood requests" not in err
     assert "Running generate_until requests" not in err
+    assert "it/s]" not in err and "%|" not in err  # no bar of any kind (task request building too)
     assert quiet == loud
