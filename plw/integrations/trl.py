@@ -35,6 +35,21 @@ from plw.train.trainer import PLWLossArguments, PLWLossMixin
 
 PROMPT_BASE = -101  # prompt label = PROMPT_BASE - token id
 IGNORE = -100
+# The one TRL method plw extends is private; its signature is checked so a TRL that changed it
+# fails at construction with one line instead of deep inside data preparation.
+PREPARE_PARAMS = ("dataset", "processing_class", "args", "packing", "formatting_func", "dataset_name")
+
+
+def check_trl_compatible() -> None:
+    import inspect
+
+    import trl
+
+    params = tuple(inspect.signature(SFTTrainer._prepare_dataset).parameters)[1:]
+    if params != PREPARE_PARAMS:
+        raise PLWError(f"TRL {trl.__version__}'s SFTTrainer._prepare_dataset{params} is not the "
+                       f"{PREPARE_PARAMS} plw extends (tested with TRL 1.16); install a TRL of that "
+                       f"series or use `plw train`", field="trl")
 
 
 @dataclasses.dataclass
@@ -120,6 +135,7 @@ class PLWSFTTrainer(PLWLossMixin, SFTTrainer):
 
     def __init__(self, model, args: PLWSFTConfig | None = None, data_collator=None, train_dataset=None,
                  eval_dataset=None, processing_class=None, **kwargs):
+        check_trl_compatible()
         if args is None:
             name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "model")
             args = PLWSFTConfig(f"{str(name).rstrip('/').split('/')[-1]}-SFT")

@@ -162,3 +162,21 @@ def test_evaluate_prepares_a_raw_eval_set(tmp_path):
     metrics = tr.evaluate(eval_dataset=datasets.Dataset.from_list(prompt_completion(6, seed=5)))
     assert metrics["eval_loss"] > 0 and metrics["eval_completion_nll"] > 0
     assert metrics["eval_loss"] != metrics["eval_completion_nll"]  # the prompt tokens count at PLW 0.5
+
+
+def test_a_trl_with_another_prepare_dataset_fails_at_construction(monkeypatch):
+    """plw extends TRL's private `_prepare_dataset`: a TRL that changed it is one clear error."""
+    from trl import SFTTrainer
+
+    from plw.errors import PLWError
+    from plw.integrations.trl import PLWSFTTrainer, check_trl_compatible
+
+    check_trl_compatible()  # the installed TRL is the tested one
+
+    def changed(self, dataset, processing_class, args, packing, formatting_func, dataset_name, extra):
+        raise AssertionError("not reached")
+
+    monkeypatch.setattr(SFTTrainer, "_prepare_dataset", changed)
+    with pytest.raises(PLWError, match="_prepare_dataset") as err:
+        PLWSFTTrainer(model="unused")
+    assert err.value.field == "trl"
