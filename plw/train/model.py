@@ -82,17 +82,31 @@ def load_model(name_or_path: str, *, dtype: str = "auto", attn_implementation: s
 
 
 def _load_adapter(path: Path, dtype: str, attn_implementation, trust_remote_code: bool):
-    """A LoRA output: its base model through `load_model` (so a .gguf base works too), then the adapter."""
+    """A LoRA output: its base model through `load_model` (so a .gguf base works too), then the
+    adapter. A `builtin:tiny` base is rebuilt from the run's saved config (seed and shape)."""
     import json
 
     from peft import PeftModel
 
+    tiny = _tiny_base(path)
+    if tiny is not None:
+        return PeftModel.from_pretrained(tiny, str(path))
     base_name = json.loads((path / "adapter_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path")
     if not base_name:
         raise PLWError("adapter_config.json names no base_model_name_or_path", file=str(path), field="model")
     base = load_model(base_name, dtype=dtype, attn_implementation=attn_implementation,
                       trust_remote_code=trust_remote_code, field="base model")
     return PeftModel.from_pretrained(base, str(path))
+
+
+def _tiny_base(path: Path):
+    if not (path / "config.yaml").is_file():
+        return None
+    from plw.train.config import load_config
+    from plw.train.tiny import tiny_for_config
+
+    config = load_config(path / "config.yaml")
+    return tiny_for_config(config, load_tokenizer(str(path))) if config.model == "builtin:tiny" else None
 
 
 def load_model_and_tokenizer(name_or_path: str, *, tokenizer: str | None = None, dtype: str = "auto",

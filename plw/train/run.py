@@ -308,11 +308,9 @@ def _build_model(config: TrainConfig, tokenizer):
 
 def _load_model(config: TrainConfig, tokenizer):
     if config.model == "builtin:tiny":
-        from plw.train.tiny import tiny_llama
+        from plw.train.tiny import tiny_for_config
 
-        model = tiny_llama(tokenizer, seed=config.seed, hidden_size=config.tiny.hidden_size,
-                           num_layers=config.tiny.num_layers, num_heads=config.tiny.num_heads,
-                           max_position_embeddings=max(1024, config.max_length))
+        model = tiny_for_config(config, tokenizer)
         if config.attn_implementation:
             try:
                 model.set_attn_implementation(config.attn_implementation)

@@ -44,3 +44,11 @@ def tiny_llama(tokenizer, *, seed: int = 0, **config_kwargs):
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
     return model
+
+
+def tiny_for_config(config, tokenizer):
+    """The random init a `builtin:tiny` run of `config` (a `TrainConfig`) starts from: the same seed
+    and shape rebuild it exactly, which is how a LoRA adapter on it is loaded again."""
+    return tiny_llama(tokenizer, seed=config.seed, hidden_size=config.tiny.hidden_size,
+                      num_layers=config.tiny.num_layers, num_heads=config.tiny.num_heads,
+                      max_position_embeddings=max(1024, config.max_length))

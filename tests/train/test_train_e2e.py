@@ -69,6 +69,13 @@ def test_lora_trains_only_adapters(tmp_path):
     assert changed_lora > 0
     assert all(k.startswith("weight_") is False or "lora" in k or k in (
         "weight_l2", "weight_minkowski", "weight_minkowski_mean", "weight_distance_p") for k in res.metrics)
+    # plw's one loader puts the saved adapter back on the same random init (the run's seed)
+    from plw.train.model import load_model
+
+    reloaded = load_model(str(tmp_path)).eval()
+    ids = torch.tensor([[1, 5, 7, 9, 11]])
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(input_ids=ids).logits, model.eval()(input_ids=ids).logits)
 
 
 def test_resume_continues_the_same_run(tmp_path):

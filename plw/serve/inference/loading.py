@@ -73,42 +73,14 @@ def _load_gguf(path: Path):
 
 
 def _load_adapter(path: Path):
-    """A LoRA adapter on its base: the base named in the run's `config.yaml` (so `builtin:tiny`
-    rebuilds the same random init from the run's seed), else in `adapter_config.json`."""
-    from peft import PeftModel
+    """A LoRA adapter on its base, by plw's one loader, merged for generation."""
+    from plw.train.model import load_model
 
-    base, tokenizer = _adapter_base(path)
     try:
-        model = PeftModel.from_pretrained(base, str(path))
+        model = load_model(str(path))
     except (OSError, ValueError, KeyError) as err:
         raise PLWError(f"cannot load adapter: {_first_line(err)}", file=str(path)) from None
-    return model.merge_and_unload(), tokenizer
-
-
-def _adapter_base(path: Path):
-    import json
-
-    tokenizer = _tokenizer(str(path))
-    if (path / "config.yaml").is_file():
-        from plw.train import load_config
-
-        config = load_config(path / "config.yaml")
-        if config.model == BUILTIN_TINY:
-            from plw.train.tiny import tiny_llama
-
-            tiny = config.tiny
-            return tiny_llama(tokenizer, seed=config.seed, hidden_size=tiny.hidden_size,
-                              num_layers=tiny.num_layers, num_heads=tiny.num_heads,
-                              max_position_embeddings=max(1024, config.max_length)), tokenizer
-        base = config.model
-    else:
-        base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
-    if not base:
-        raise PLWError("the adapter names no base model", file=str(path / "adapter_config.json"))
-    base_path = Path(base)
-    if base_path.suffix == ".gguf":
-        return _load_gguf(base_path)[0], tokenizer
-    return _load_hf(base), tokenizer
+    return model.merge_and_unload(), _tokenizer(str(path))
 
 
 def _max_length(model, tokenizer) -> int:
