@@ -34,6 +34,8 @@ def serve(
     workers: int = typer.Option(1, "--workers", help="Jobs trained at once by this server (0: API only)."),
     job_threads: Optional[int] = typer.Option(None, "--job-threads", help="torch threads per training job. "
                                               "Default: the cores divided among --workers (at least 1)."),
+    job_nice: int = typer.Option(10, "--job-nice", help="Niceness of training jobs (0-19): under load "
+                                 "they yield the CPU to the API; an idle API costs them nothing."),
     backend: str = typer.Option("local", "--backend", help="local (subprocesses here) or ray (Ray tasks; "
                                                            "set RAY_ADDRESS to join a cluster)."),
     base_model: list[str] = typer.Option([], "--base-model", help="A base model clients may fine-tune: "
@@ -89,8 +91,8 @@ def serve(
     for m in models.values():
         if (m.source.startswith(("/", ".", "~")) or m.source.endswith(".gguf")) and not Path(m.source).expanduser().exists():
             raise PLWError("no such file or directory", file=m.source, field="--base-model")
-    settings = _settings(data_dir, db, workers=workers, job_threads=job_threads, backend=backend,
-                         base_models=models,
+    settings = _settings(data_dir, db, workers=workers, job_threads=job_threads, job_nice=job_nice,
+                         backend=backend, base_models=models,
                          max_upload_bytes=int(max_upload_mb * 1024 * 1024), lease_seconds=lease_seconds,
                          inference_backend=inference_backend, inference_memory_mb=inference_memory_mb,
                          inference_max_batch=max_batch_size, request_timeout=request_timeout)

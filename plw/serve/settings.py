@@ -51,6 +51,7 @@ class Settings:
     poll_seconds: float = 0.5              # how often a worker looks at the DB and the running job
     run_workers: bool = True               # False: API only (another replica or process trains)
     job_threads: int | None = None         # torch threads per training job; None: cores / workers
+    job_nice: int = 10                     # niceness added to training jobs (0-19)
     # inference (/v1/chat/completions, /v1/completions; plw.serve.completions)
     inference_backend: str = "local"       # local (plw's engine) | vllm
     inference_memory_mb: float | None = None  # weights kept loaded (LRU beyond); None: no limit
@@ -63,6 +64,8 @@ class Settings:
             raise PLWError(f"expected local or ray, got {self.backend!r}", field="--backend")
         if self.inference_backend not in ("local", "vllm"):
             raise PLWError(f"expected local or vllm, got {self.inference_backend!r}", field="--inference-backend")
+        if not 0 <= self.job_nice <= 19:
+            raise PLWError("must be in 0..19", field="--job-nice")
         if self.workers < 0:
             raise PLWError("must be >= 0", field="--workers")
         self.base_models.setdefault(BUILTIN_TINY, BaseModel(BUILTIN_TINY, BUILTIN_TINY))

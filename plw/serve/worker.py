@@ -14,6 +14,7 @@ keyed (`metrics:STEP`, `(job, step)`), so the replayed steps add nothing twice.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -142,8 +143,14 @@ def fail(db: Database, job_id: str, owner: str, *, code: str, message: str, para
 
 # ---- queued/running -> succeeded | failed | cancelled ---------------------------------------
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    os.nice(5)  # training yields the CPU to the API: metadata calls stay fast while jobs run
+def child_setup(nice: int):
+    """What the training child does between fork and exec: yield the CPU to the API (metadata
+    calls stay fast while jobs run; an idle API costs training nothing) and die with its parent."""
+    return functools.partial(_nice_and_die_with_parent, nice)
+
+
+def _nice_and_die_with_parent(nice: int) -> None:  # pragma: no cover - runs in the child
+    os.nice(nice)
     try:
         import ctypes
 
@@ -199,7 +206,7 @@ class JobRun:
         cmd = [sys.executable, "-m", "plw.cli", "train", str(self.job_dir / "config.yaml"), "--no-progress"]
         proc = subprocess.Popen(cmd, cwd=self.job_dir, stdout=logf, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=job_env(self.settings),
-                                preexec_fn=_die_with_parent)
+                                preexec_fn=child_setup(self.settings.job_nice))
         renewed = time.monotonic()
         try:
             while True:

@@ -52,3 +52,24 @@ def test_job_threads_must_be_positive(tmp_path, capsys):
     assert rc == 2
     assert "--job-threads" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+
+
+def test_training_jobs_run_niced_by_job_nice(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from plw.serve.settings import Settings
+    from plw.serve.worker import child_setup
+
+    settings = Settings(data_dir=tmp_path, job_nice=7)
+    out = subprocess.run([sys.executable, "-c", "import os; print(os.nice(0))"], capture_output=True,
+                         text=True, check=True, preexec_fn=child_setup(settings.job_nice)).stdout
+    assert int(out) == min(19, os.nice(0) + 7)
+
+
+def test_job_nice_out_of_range_is_refused(tmp_path, capsys):
+    rc = main(["serve", "--data-dir", str(tmp_path / "d"), "--job-nice", "20"])
+    assert rc == 2
+    assert "--job-nice: must be in 0..19" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
