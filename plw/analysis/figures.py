@@ -54,6 +54,13 @@ def _wp_axis(ax):
     ax.set_xlim(-0.02, 1.02)
 
 
+def short_name(value) -> str:
+    """A legend label: a local model path by its file or folder name (a full path overflows the
+    legend); Hub names and dataset names as they are."""
+    text = str(value)
+    return Path(text).name or text if text.startswith(("/", "./", "../", "~")) else text
+
+
 def aggregate_figure(groups: dict, analysis: dict, out_dir: Path) -> list[dict]:
     plt = _plt()
     names = list(groups)
@@ -66,7 +73,7 @@ def aggregate_figure(groups: dict, analysis: dict, out_dir: Path) -> list[dict]:
         d["rel"] = minmax_by(d)
         agg = d.groupby(["model", "wp"])["rel"].mean().reset_index()
         for model, a in agg.groupby("model"):
-            ax.plot(a["wp"], a["rel"], "o-", ms=4, label=str(model))
+            ax.plot(a["wp"], a["rel"], "o-", ms=4, label=short_name(model))
         m = analysis["groups"][name].get("glmm", {})
         if "fixef" in m and analysis.get("scores") == "minmax":
             x = np.linspace(0, 1, 201)
@@ -99,7 +106,7 @@ def benchmark_figure(bench, out_dir: Path) -> list[dict]:
         d = bench[bench["benchmark"] == b]
         mean = d.groupby(series + ["wp"])["score"].mean().reset_index()
         for key, a in mean.groupby(series):
-            label = " / ".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))
+            label = " / ".join(short_name(k) for k in (key if isinstance(key, tuple) else (key,)))
             ax.plot(a["wp"], a["score"], ".-", ms=3, lw=1, label=label)
         ax.set_title(b, fontsize=9)
         _wp_axis(ax)

@@ -163,3 +163,13 @@ def test_recommend_measures_the_data(capsys):
     assert main(["recommend", "builtin:short"]) == 0
     out = capsys.readouterr().out
     assert "short-completion" in out and "recommended PLW" in out
+
+
+def test_legend_labels_name_local_models_by_file_name():
+    from plw.analysis.figures import short_name
+
+    assert short_name("/work/shared/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") == \
+        "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert short_name("../models/llama-7b/") == "llama-7b"
+    assert short_name("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert short_name("AlpacaDataShort") == "AlpacaDataShort"
