@@ -33,8 +33,31 @@ def plw(*args: str, check: bool = True) -> subprocess.CompletedProcess:
                           env=env(), check=check)
 
 
+_DATABASES: dict[Path, str] = {}
+
+
+def db_args(data_dir: Path) -> list[str]:
+    """`--db URL` for `data_dir` when PLW_TEST_POSTGRES names a PostgreSQL server (e.g.
+    postgresql+psycopg://plw:plw@localhost): each data dir gets a database of its own, so the live-
+    server tests also run on PostgreSQL, the replicas' database. Unset: SQLite in the data dir."""
+    base = os.environ.get("PLW_TEST_POSTGRES")
+    if not base:
+        return []
+    data_dir = Path(data_dir).resolve()
+    if data_dir not in _DATABASES:
+        import psycopg
+
+        name = f"plw_test_{os.getpid()}_{len(_DATABASES)}_{random.randrange(10**6)}"
+        plain = base.rstrip("/").replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(plain + "/postgres", autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        _DATABASES[data_dir] = f"{base.rstrip('/')}/{name}"
+    return ["--db", _DATABASES[data_dir]]
+
+
 def create_key(data_dir: Path, project: str) -> str:
-    return plw("keys", "create", "--data-dir", str(data_dir), "--project", project).stdout.strip()
+    return plw("keys", "create", "--data-dir", str(data_dir), *db_args(data_dir),
+               "--project", project).stdout.strip()
 
 
 class Server:
@@ -50,7 +73,8 @@ class Server:
     def start(self, timeout: float = 60) -> "Server":
         self.log = open(self.data_dir.parent / f"server-{self.port}.log", "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "plw.cli", "serve", "--port", str(self.port),
-                                      "--data-dir", str(self.data_dir), *self.args],
+                                      "--data-dir", str(self.data_dir), *db_args(self.data_dir),
+                                      *self.args],
                                      env=env(), stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + timeout
         while time.time() < deadline:
