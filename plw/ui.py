@@ -6,6 +6,8 @@ Every long loop in plw shows its progress through `progress_bar`; `--no-progress
 
 from __future__ import annotations
 
+import contextlib
+
 
 def console(*, stderr: bool = False):
     """A rich console; progress and messages go to stderr, results to stdout."""
@@ -79,3 +81,19 @@ class progress_bar:  # noqa: N801 (used as a context manager)
     def __exit__(self, *exc) -> bool:
         self.stop()
         return False
+
+
+@contextlib.contextmanager
+def quiet_hf_bars():
+    """No transformers tqdm bars ("Loading weights", "Writing model shards") for the duration: plw
+    shows its own progress, or none under `--no-progress`."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    if was_on:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()

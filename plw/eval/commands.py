@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Optional
 
@@ -45,7 +46,8 @@ def eval_command(
     check_model_source(model)
     tokenizer = load_tokenizer(model)
     specs = resolve_suite(names, tokenizer, data_dir=data_dir)  # reads the task files: fails early
-    lm = load_model(model)
+    with ui.quiet_hf_bars() if not progress else contextlib.nullcontext():
+        lm = load_model(model)
     if limit is not None and limit >= 1:
         limit = int(limit)
     rows = evaluate(lm, tokenizer, specs, limit=limit, batch_size=batch_size, data_dir=data_dir,

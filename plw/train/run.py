@@ -8,7 +8,6 @@ the LoRA adapter), tokenizer, and `checkpoint-*` for resuming.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import random
@@ -420,7 +419,7 @@ def clear_previous_run(out: Path) -> None:
 
 def _run_trainer(trainer, setup: _SetUp, progress: bool) -> None:
     try:
-        with _quiet_hf_bars(progress):
+        with ui.quiet_hf_bars():  # with progress, plw's own bar; without, none at all
             trainer.train(resume_from_checkpoint=setup.last_checkpoint)
     except KeyboardInterrupt:
         if is_main_process():
@@ -508,7 +507,7 @@ def _save_dir_atomic(trainer, out: Path, state: dict | None = None) -> None:
     tmp = out / ".final.tmp"
     if trainer.accelerator.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
-    with _quiet_hf_bars(True):  # no "Writing model shards" bar in the middle of ours
+    with ui.quiet_hf_bars():  # no "Writing model shards" bar in the middle of ours
         if getattr(trainer, "is_fsdp_enabled", False) and state is not None:
             model = trainer.accelerator.unwrap_model(trainer.model)
             trainer._save(str(tmp), state_dict=drop_tied_copies(state, model))  # main process writes
@@ -536,21 +535,6 @@ def drop_tied_copies(state: dict, model) -> dict:
     drop = {k for k, source in tied.items() if k in state and source in state
             and torch.equal(state[k], state[source])}
     return {k: v for k, v in state.items() if k not in drop} if drop else state
-
-
-@contextlib.contextmanager
-def _quiet_hf_bars(quiet: bool):
-    """No transformers tqdm bars (checkpoint "Writing model shards") under plw's own progress display."""
-    from transformers.utils import logging as hf_logging
-
-    was_on = hf_logging.is_progress_bar_enabled()
-    if quiet and was_on:
-        hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if quiet and was_on:
-            hf_logging.enable_progress_bar()
 
 
 def print_data_reports(reports: dict, console=None) -> None:
