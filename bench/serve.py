@@ -105,6 +105,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--calls", type=int, default=40, help="calls per client per phase")
     ap.add_argument("--jobs", type=int, default=4)
+    ap.add_argument("--job-nice", type=int, default=None, help="plw serve --job-nice (default: its own)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "serve.json",
                     help="also write the JSON here (default: bench/results/serve.json)")
@@ -118,7 +119,8 @@ def main() -> None:
     try:
         data = tmp / "data"
         key = create_key(data, "bench")
-        server = Server(data, "--workers", str(args.jobs)).start()
+        extra = ["--job-nice", str(args.job_nice)] if args.job_nice is not None else []
+        server = Server(data, "--workers", str(args.jobs), *extra).start()
         c = openai.OpenAI(base_url=server.base_url, api_key=key, max_retries=0)
         f = c.files.create(file=open(write_chat_file(tmp / "t.jsonl", n=60), "rb"), purpose="fine-tune")
         ids = {"file": f.id, "job": None}
@@ -142,6 +144,7 @@ def main() -> None:
             c.fine_tuning.jobs.cancel(j)
         out = {"bench": "serve", "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
                "python": platform.python_version(),
+               "job_nice": args.job_nice if args.job_nice is not None else "default (10)",
                # other users' processes on a shared machine: p99 there measures their load too
                "load_average_1_5_15": [round(x, 1) for x in os.getloadavg()],
                "idle": idle,

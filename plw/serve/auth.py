@@ -84,8 +84,6 @@ async def _state(request: Request) -> ServeState:
 
 async def current_caller(creds: HTTPAuthorizationCredentials | None = Depends(_bearer),
                          state: ServeState = Depends(_state)) -> Caller:
-    from starlette.concurrency import run_in_threadpool
-
     if creds is None or not creds.credentials:
         raise APIError(401, "You didn't provide an API key. Send it as 'Authorization: Bearer KEY' "
                             "(create one with `plw keys create`).", code="missing_api_key")
@@ -95,7 +93,7 @@ async def current_caller(creds: HTTPAuthorizationCredentials | None = Depends(_b
     if hit is not None and hit[0] > time.monotonic():
         return Caller(project_id=hit[1], project_name=hit[2], state=state)
     # Known keys are cached briefly: most requests then skip a database round trip and a thread hop.
-    found = await run_in_threadpool(_lookup, state, digest)
+    found = await state.db.read(_lookup, state, digest)
     if found is None:
         raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
     if len(_cache) > 10_000:

@@ -17,7 +17,6 @@ from typing import Any, AsyncIterator, Literal, Optional, Union
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from starlette.concurrency import run_in_threadpool
 
 from plw.errors import PLWError
 from plw.serve.auth import Caller, current_caller
@@ -192,7 +191,7 @@ def _usage_wanted(body: _Request) -> bool:
 @router.post("/chat/completions")
 async def chat_completions(body: ChatRequest, request: Request, caller: Caller = Depends(current_caller)):
     """Creates a model response for the given chat conversation (OpenAI's chat completions)."""
-    resolved = await run_in_threadpool(resolve_model, caller, body.model)  # a DB query
+    resolved = await caller.state.db.read(resolve_model, caller, body.model)
     backend = backend_of(request)
     source = model_source(resolved)
     messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
@@ -222,7 +221,7 @@ async def chat_completions(body: ChatRequest, request: Request, caller: Caller =
 async def completions(body: CompletionRequest, request: Request, caller: Caller = Depends(current_caller)):
     """Creates a completion for the given prompt (OpenAI's legacy completions); a list of prompts
     gives `n` choices per prompt, prompt by prompt."""
-    resolved = await run_in_threadpool(resolve_model, caller, body.model)  # a DB query
+    resolved = await caller.state.db.read(resolve_model, caller, body.model)
     backend = backend_of(request)
     source = model_source(resolved)
     prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt

@@ -15,7 +15,6 @@ from typing import Literal, Optional
 
 from fastapi import APIRouter, Depends, File as FormFile, Form, Query, UploadFile
 from fastapi.responses import FileResponse
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from sqlalchemy import select
 
@@ -90,12 +89,12 @@ def files_page(caller: Caller, after: str | None, limit: int, order: str, purpos
 async def list_files(after: Optional[str] = Query(None, max_length=64), limit: int = Query(10000),
                      order: str = Query("desc", pattern="^(asc|desc)$"), purpose: Optional[str] = Query(None),
                      caller: Caller = Depends(current_caller)) -> ListPage[FileObject]:
-    return await run_in_threadpool(files_page, caller, after, limit, order, purpose)
+    return await caller.state.db.read(files_page, caller, after, limit, order, purpose)
 
 
 @router.get("/files/{file_id}", response_model=FileObject)
 async def retrieve_file(file_id: str, caller: Caller = Depends(current_caller)) -> FileObject:
-    return file_object(await run_in_threadpool(get_file, caller, file_id))
+    return file_object(await caller.state.db.read(get_file, caller, file_id))
 
 
 @router.get("/files/{file_id}/content", response_class=FileResponse,

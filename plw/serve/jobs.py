@@ -17,7 +17,6 @@ from typing import Optional
 from fastapi import APIRouter, Depends, Query
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from plw.serve.auth import Caller, current_caller
 from plw.serve.db import Checkpoint, Event, Job, new_id, now
@@ -164,12 +163,12 @@ def jobs_page(caller: Caller, after: str | None, limit: int) -> ListPage[FineTun
 @router.get("/fine_tuning/jobs", response_model=ListPage[FineTuningJob])
 async def list_jobs(after: Optional[str] = Query(None, max_length=64), limit: int = Query(20),
                     caller: Caller = Depends(current_caller)) -> ListPage[FineTuningJob]:
-    return await run_in_threadpool(jobs_page, caller, after, limit)
+    return await caller.state.db.read(jobs_page, caller, after, limit)
 
 
 @router.get("/fine_tuning/jobs/{fine_tuning_job_id}", response_model=FineTuningJob)
 async def retrieve(fine_tuning_job_id: str, caller: Caller = Depends(current_caller)) -> FineTuningJob:
-    return await run_in_threadpool(job_view, caller, fine_tuning_job_id)
+    return await caller.state.db.read(job_view, caller, fine_tuning_job_id)
 
 
 @router.post("/fine_tuning/jobs/{fine_tuning_job_id}/cancel", response_model=FineTuningJob)
@@ -199,7 +198,7 @@ def events_page(caller: Caller, job_id: str, after: str | None, limit: int) -> L
 @router.get("/fine_tuning/jobs/{fine_tuning_job_id}/events", response_model=ListPage[JobEvent])
 async def list_events(fine_tuning_job_id: str, after: Optional[str] = Query(None, max_length=64),
                       limit: int = Query(20), caller: Caller = Depends(current_caller)) -> ListPage[JobEvent]:
-    return await run_in_threadpool(events_page, caller, fine_tuning_job_id, after, limit)
+    return await caller.state.db.read(events_page, caller, fine_tuning_job_id, after, limit)
 
 
 @router.get("/fine_tuning/jobs/{fine_tuning_job_id}/checkpoints", response_model=ListPage[JobCheckpoint])

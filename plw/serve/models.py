@@ -22,7 +22,6 @@ from pathlib import Path
 
 from fastapi import APIRouter, Depends
 from sqlalchemy import select
-from starlette.concurrency import run_in_threadpool
 
 from plw.serve.auth import Caller, current_caller
 from plw.serve.db import FineTunedModel
@@ -78,7 +77,7 @@ def models_page(caller: Caller) -> ListPage[ModelObject]:
 @router.get("/models", response_model=ListPage[ModelObject])
 async def list_models(caller: Caller = Depends(current_caller)) -> ListPage[ModelObject]:
     # async with one explicit thread hop: a sync route costs FastAPI three (see plw.serve.files)
-    return await run_in_threadpool(models_page, caller)
+    return await caller.state.db.read(models_page, caller)
 
 
 @router.get("/models/{model_id:path}", response_model=ModelObject)
