@@ -143,18 +143,39 @@ def diagnostics_figure(analysis: dict, out_dir: Path) -> list[dict]:
     fig, axes = plt.subplots(nrow, ncol, figsize=(4.4 * ncol, 3.2 * nrow), squeeze=False)
     for ax in list(axes.flat)[len(cols):]:
         ax.axis("off")
+    groups = list(analysis["groups"])
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    width = 0.06 / max(1, len(groups))
     for ax, col in zip(axes.flat, cols):
-        pooled = {}
-        for byplw in per[col].values():
-            for plw, vals in byplw.items():
-                pooled.setdefault(float(plw), []).extend(vals)
-        keys = sorted(pooled)
-        ax.boxplot([pooled[k] for k in keys], positions=to_wp(keys), widths=0.04, manage_ticks=False)
+        # one box series per dataset group, side by side: datasets can sit far apart (R_g ≪ 1
+        # against R_g ≫ 1) and a pooled box would hide both
+        for i, gname in enumerate(groups):
+            byplw = per[col].get(gname)
+            if not byplw:
+                continue
+            keys = sorted(float(k) for k in byplw)
+            values = [byplw[next(k for k in byplw if float(k) == key)] for key in keys]
+            shift = (i - (len(groups) - 1) / 2) * width * 1.2
+            colour = colours[i % len(colours)]
+            positions = [w + shift for w in to_wp(keys)]
+            ax.boxplot(values, positions=positions, widths=width,
+                       manage_ticks=False, boxprops={"color": colour}, whiskerprops={"color": colour},
+                       capprops={"color": colour}, medianprops={"color": colour},
+                       flierprops={"markeredgecolor": colour})
+            ax.plot(positions, [float(np.median(v)) for v in values], "-", color=colour, lw=0.8, alpha=0.6)
         ax.set_title(DIAG_LABELS.get(col, col), fontsize=9)
         _wp_axis(ax)
-    fig.tight_layout()
+        ax.set_xlim(-0.06, 1.06)  # room for the side-by-side boxes at PLW 0 and 1
+    handles = [plt.Line2D([], [], color=colours[i % len(colours)], label=short_name(g))
+               for i, g in enumerate(groups)]
+    if len(groups) > 1:
+        fig.legend(handles=handles, loc="lower center", ncol=min(len(groups), 4), fontsize=7)
+        fig.tight_layout(rect=(0, 0.06 + 0.03 * ((len(groups) - 1) // 4), 1, 1))
+    else:
+        fig.tight_layout()
     return [_save(fig, out_dir, "diagnostics", "Mechanism diagnostics by PLW (paper fig. 2)",
-                  "One value per run, pooled over datasets and models, boxed per PLW level.")]
+                  "One value per run, boxed per PLW level and dataset group (models and seeds "
+                  "pooled within a group).")]
 
 
 def regularizer_figure(analysis: dict, out_dir: Path) -> list[dict]:
