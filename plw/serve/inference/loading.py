@@ -73,14 +73,9 @@ def _load_gguf(path: Path):
 
 
 def _load_adapter(path: Path):
-    """A LoRA adapter on its base, by plw's one loader, merged for generation."""
-    from plw.train.model import load_model
-
-    try:
-        model = load_model(str(path))
-    except (OSError, ValueError, KeyError) as err:
-        raise PLWError(f"cannot load adapter: {_first_line(err)}", file=str(path)) from None
-    return model.merge_and_unload(), _tokenizer(str(path))
+    """A LoRA adapter on its base, by plw's one loader (its errors are already one line), merged
+    for generation."""
+    return _load_hf(str(path)).merge_and_unload(), _tokenizer(str(path))
 
 
 def _max_length(model, tokenizer) -> int:
@@ -99,8 +94,3 @@ def _eos_ids(model, tokenizer) -> frozenset[int]:
         elif isinstance(value, (list, tuple)):
             ids.update(int(v) for v in value)
     return frozenset(ids)
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
