@@ -92,7 +92,7 @@ async def current_caller(creds: HTTPAuthorizationCredentials | None = Depends(_b
     hit = _cache.get(slot)
     if hit is not None and hit[0] > time.monotonic():
         return Caller(project_id=hit[1], project_name=hit[2], state=state)
-    # Known keys are cached briefly: most requests then skip a database round trip and a thread hop.
+    # Known keys are cached briefly: most requests then skip the database read.
     found = await state.db.read(_lookup, state, digest)
     if found is None:
         raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")

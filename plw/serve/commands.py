@@ -83,8 +83,6 @@ def serve(
         if not vllm_available():
             raise PLWError("vllm is not installed (pip install vllm, on a machine with a GPU)",
                            field="--inference-backend")
-    if job_threads is not None and job_threads < 1:
-        raise PLWError("must be >= 1", field="--job-threads")
     if lease_seconds < 2:
         raise PLWError("must be >= 2", field="--lease-seconds")
     models = {m.name: m for m in map(parse_base_model, base_model)}

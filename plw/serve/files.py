@@ -82,8 +82,9 @@ def files_page(caller: Caller, after: str | None, limit: int, order: str, purpos
                                 last_id=data[-1].id if data else None)
 
 
-# Read routes are async with one explicit thread hop for the database: FastAPI would run a sync
-# route, and then its response validation, each in a thread of its own (GIL hand-offs under load).
+# Read routes are async and read through `Database.read` (inline for SQLite, one thread hop for a
+# networked database): FastAPI would run a sync route, and then its response validation, each in
+# a thread of its own (GIL hand-offs under load).
 
 @router.get("/files", response_model=ListPage[FileObject])
 async def list_files(after: Optional[str] = Query(None, max_length=64), limit: int = Query(10000),

@@ -157,8 +157,9 @@ def jobs_page(caller: Caller, after: str | None, limit: int) -> ListPage[FineTun
     return ListPage[FineTuningJob](data=[job_object(j, caller.project_name) for j in rows], has_more=more)
 
 
-# Read routes are async with one explicit thread hop for the database: FastAPI would run a sync
-# route, and then its response validation, each in a thread of its own (GIL hand-offs under load).
+# Read routes are async and read through `Database.read` (inline for SQLite, one thread hop for a
+# networked database): FastAPI would run a sync route, and then its response validation, each in
+# a thread of its own (GIL hand-offs under load).
 
 @router.get("/fine_tuning/jobs", response_model=ListPage[FineTuningJob])
 async def list_jobs(after: Optional[str] = Query(None, max_length=64), limit: int = Query(20),

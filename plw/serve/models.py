@@ -76,7 +76,7 @@ def models_page(caller: Caller) -> ListPage[ModelObject]:
 
 @router.get("/models", response_model=ListPage[ModelObject])
 async def list_models(caller: Caller = Depends(current_caller)) -> ListPage[ModelObject]:
-    # async with one explicit thread hop: a sync route costs FastAPI three (see plw.serve.files)
+    # async through Database.read: a sync route costs FastAPI three thread hops (see plw.serve.files)
     return await caller.state.db.read(models_page, caller)
 
 

@@ -64,6 +64,8 @@ class Settings:
             raise PLWError(f"expected local or ray, got {self.backend!r}", field="--backend")
         if self.inference_backend not in ("local", "vllm"):
             raise PLWError(f"expected local or vllm, got {self.inference_backend!r}", field="--inference-backend")
+        if self.job_threads is not None and self.job_threads < 1:
+            raise PLWError("must be >= 1", field="--job-threads")
         if not 0 <= self.job_nice <= 19:
             raise PLWError("must be in 0..19", field="--job-nice")
         if self.workers < 0:
