@@ -119,7 +119,7 @@ def train(config: TrainConfig | dict, *, progress: bool = True, data_report: boo
     if (progress if data_report is None else data_report) and is_main_process():
         print_data_reports(data.reports)
     _write_start(config, setup, data.tokenizer, trainer)
-    _run_trainer(trainer, setup, progress)
+    _run_trainer(trainer, setup)
     return _finish(config, setup, data, trainer, initial, t0)
 
 
@@ -417,7 +417,7 @@ def clear_previous_run(out: Path) -> None:
             (out / name).unlink()
 
 
-def _run_trainer(trainer, setup: _SetUp, progress: bool) -> None:
+def _run_trainer(trainer, setup: _SetUp) -> None:
     try:
         with ui.quiet_hf_bars():  # with progress, plw's own bar; without, none at all
             trainer.train(resume_from_checkpoint=setup.last_checkpoint)
