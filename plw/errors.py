@@ -19,3 +19,10 @@ class PLWError(Exception):
             where = f"{self.file}:{self.line}: " if self.line is not None else f"{self.file}: "
         field = f"{self.field}: " if self.field else ""
         return f"{where}{field}{self.problem}".replace("\n", " ")
+
+
+def first_line(err: BaseException) -> str:
+    """A library exception's message cut to its first line (its type name when it has none), to
+    quote inside a one-line `PLWError`."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

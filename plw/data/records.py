@@ -27,7 +27,7 @@ from typing import Any, Iterable, Iterator
 from urllib.parse import parse_qs
 
 from plw.data.schema import Record
-from plw.errors import PLWError
+from plw.errors import PLWError, first_line
 
 FORMATS = ("alpaca", "raw", "chat")
 ROLES = ("system", "user", "assistant", "tool")
@@ -228,8 +228,7 @@ def _iter_hf_dataset(name: str, split: str, columns: dict) -> Iterator[tuple[str
     except PLWError:
         raise
     except Exception as err:  # datasets raises many types for a missing/unreadable data set
-        first = (str(err).splitlines() or [type(err).__name__])[0]
-        raise PLWError(f"cannot load data set: {first}", file=name) from None
+        raise PLWError(f"cannot load data set: {first_line(err)}", file=name) from None
     where = f"{name}[{split}]"
     missing = [(ours, theirs) for ours, theirs in columns.items() if theirs not in ds.column_names]
     if missing:

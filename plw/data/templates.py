@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from plw.data.schema import Record, record_file, record_line
-from plw.errors import PLWError
+from plw.errors import PLWError, first_line
 
 TEMPLATES = ("alpaca", "raw", "chat")
 
@@ -95,7 +95,7 @@ def apply_chat_template(tokenizer, messages: list[dict], *, add_generation_promp
     except PLWError:
         raise
     except Exception as err:  # jinja raise_exception / TemplateError
-        raise PLWError(f"chat template failed: {str(err).splitlines()[0] if str(err) else type(err).__name__}",
+        raise PLWError(f"chat template failed: {first_line(err)}",
                        file=record_file(record), line=record_line(record), field="messages") from None
 
 

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from plw.errors import PLWError
+from plw.errors import PLWError, first_line
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
 
@@ -88,7 +88,7 @@ def load_tokenizer(name_or_path: str | Path, *, trust_remote_code: bool = False)
     except PLWError:
         raise
     except (OSError, ValueError, KeyError, ImportError) as err:
-        raise PLWError(f"cannot load tokenizer: {str(err).splitlines()[0]}", file=str(name_or_path))
+        raise PLWError(f"cannot load tokenizer: {first_line(err)}", file=str(name_or_path))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from plw.data.tokenizer import is_gguf, load_tokenizer, looks_like_path
-from plw.errors import PLWError
+from plw.errors import PLWError, first_line
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -78,7 +78,7 @@ def load_model(name_or_path: str, *, dtype: str = "auto", attn_implementation: s
                                                     trust_remote_code=trust_remote_code, **extra)
     except (OSError, ValueError, ImportError, KeyError) as err:
         where = "attn_implementation" if extra and "attn" in str(err).lower() else field
-        raise PLWError(f"cannot load model: {_first_line(err)}", file=str(name_or_path), field=where) from None
+        raise PLWError(f"cannot load model: {first_line(err)}", file=str(name_or_path), field=where) from None
 
 
 def _load_adapter(path: Path, dtype: str, attn_implementation, trust_remote_code: bool):
@@ -132,7 +132,7 @@ def _load_gguf(path: Path, dtype, extra: dict, field: str):
             quantised = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
                                                              dtype=torch.float32)
     except (OSError, ValueError, KeyError, NotImplementedError, ImportError, RuntimeError) as err:
-        raise PLWError(f"cannot load GGUF model: {_first_line(err)}", file=str(path), field=field) from None
+        raise PLWError(f"cannot load GGUF model: {first_line(err)}", file=str(path), field=field) from None
     config = quantised.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
@@ -140,7 +140,7 @@ def _load_gguf(path: Path, dtype, extra: dict, field: str):
     try:
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, **extra)
     except (ValueError, ImportError) as err:
-        raise PLWError(_first_line(err), field="attn_implementation" if extra else field) from None
+        raise PLWError(first_line(err), field="attn_implementation" if extra else field) from None
     state = quantised.state_dict()
     del quantised
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -164,7 +164,7 @@ def check_gguf(path: Path, *, field: str = "model") -> None:
     try:
         reader = gguf.GGUFReader(str(path))
     except (OSError, ValueError, KeyError) as err:
-        raise PLWError(f"not a readable GGUF file: {_first_line(err)}", file=str(path), field=field) from None
+        raise PLWError(f"not a readable GGUF file: {first_line(err)}", file=str(path), field=field) from None
     arch_field = reader.fields.get("general.architecture")
     arch = arch_field.contents() if arch_field is not None else None
     if arch is None:
@@ -193,11 +193,6 @@ def _quiet_transformers():
     return contextlib.redirect_stderr(io.StringIO())
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 def model_config(name_or_path: str, *, trust_remote_code: bool = False):
     """The model's transformers config, without loading weights (sizes for the batch split)."""
     from transformers import AutoConfig
@@ -213,5 +208,5 @@ def model_config(name_or_path: str, *, trust_remote_code: bool = False):
             return model_config(base["base_model_name_or_path"], trust_remote_code=trust_remote_code)
         return AutoConfig.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code)
     except (OSError, ValueError, KeyError) as err:
-        raise PLWError(f"cannot load model config: {_first_line(err)}", file=str(name_or_path),
+        raise PLWError(f"cannot load model config: {first_line(err)}", file=str(name_or_path),
                        field="model") from None

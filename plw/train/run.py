@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from plw import ui
-from plw.errors import PLWError
+from plw.errors import PLWError, first_line
 from plw.train.config import TrainConfig, save_config
 
 ALPACA_HEADER = ("Below is an instruction that describes a task, paired with an input that provides "
@@ -198,7 +198,7 @@ def check_same_run(out: Path, config: TrainConfig) -> None:
 
         old = TrainConfig.model_validate(yaml.safe_load(saved.read_text(encoding="utf-8")) or {})
     except Exception as err:  # an unreadable or foreign config.yaml: refuse rather than guess
-        raise PLWError(f"holds a config.yaml plw cannot read ({_first_line(err)}); use --overwrite to "
+        raise PLWError(f"holds a config.yaml plw cannot read ({first_line(err)}); use --overwrite to "
                        "start afresh or another output directory", file=str(out), field="output_dir") from None
     diffs = training_differences(old, config)
     if diffs:
@@ -301,7 +301,7 @@ def _build_model(config: TrainConfig, tokenizer):
                 task_type="CAUSAL_LM", r=config.lora.r, lora_alpha=config.lora.alpha,
                 lora_dropout=config.lora.dropout, target_modules=config.lora.target_modules))
         except ValueError as err:  # e.g. target_modules that match no layer
-            raise PLWError(_first_line(err), field="lora.target_modules") from None
+            raise PLWError(first_line(err), field="lora.target_modules") from None
     return model
 
 
@@ -314,7 +314,7 @@ def _load_model(config: TrainConfig, tokenizer):
             try:
                 model.set_attn_implementation(config.attn_implementation)
             except (ValueError, ImportError) as err:
-                raise PLWError(_first_line(err), field="attn_implementation") from None
+                raise PLWError(first_line(err), field="attn_implementation") from None
         return model
     from plw.train.model import load_model
 
@@ -340,7 +340,7 @@ def _training_arguments(config: TrainConfig, setup: _SetUp, *, has_val: bool):
         args = TrainingArguments(**_training_kwargs(config, setup.out, setup.split.accumulation, bf16, fp16,
                                                     has_val, setup.cuda, setup.split.world_size))
     except ValueError as err:  # a setting TrainingArguments refuses: one line, nothing written
-        raise PLWError(_first_line(err), field="TrainingArguments") from None
+        raise PLWError(first_line(err), field="TrainingArguments") from None
     check_single_process_gpus(args.n_gpu, setup.split.world_size)
     return args
 
@@ -583,11 +583,6 @@ def _zero3_saves_16bit(plugin) -> bool:
     ds = getattr(plugin, "deepspeed_config", None) or {}
     flag = ds.get("zero_optimization", {}).get("stage3_gather_16bit_weights_on_model_save", False)
     return flag is True or str(flag).lower() == "true"
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _training_kwargs(config: TrainConfig, out: Path, grad_accum: int, bf16: bool, fp16: bool,

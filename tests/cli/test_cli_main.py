@@ -63,3 +63,10 @@ def test_command_help_wraps_as_paragraphs_at_80_columns(capsys, monkeypatch):
     assert max(len(line) for line in lines) <= 80
     start = next(i for i, line in enumerate(lines) if "Writes config.yaml" in line)
     assert len(lines[start].rstrip()) > 60 and len(lines[start + 1].rstrip()) > 60
+
+
+def test_first_line_quotes_a_library_error_in_one_line():
+    from plw.errors import first_line
+
+    assert first_line(OSError("no such file\nTraceback noise")) == "no such file"
+    assert first_line(KeyError()) == "KeyError"  # an empty message: the type, not an IndexError
